@@ -74,11 +74,12 @@ func binValue(key uint32) float64 {
 // count; a larger count spills into more words) in a slice sorted by key: an empty
 // Histogram is 32 bytes and allocates nothing, ten distinct values take 64 bytes more (the
 // slice's capacity grows by doubling), and the largest, every one of the 1154 bins filled,
-// 4.5 to 5.3 KiB. Add on an existing bin is a binary search and an increment; a new bin is inserted
-// in place, growing the slice when it is full, so once capacity is there nothing allocates.
+// 4.5 to 5.3 KiB. Add on an existing bin is a binary search and an increment; a new bin is
+// inserted in place, growing the slice when it is full, so once the capacity is there
+// nothing allocates.
 //
-// The zero value is an empty Histogram ready to use. A Histogram is not safe for concurrent
-// use.
+// The zero value is an empty Histogram ready to use. Copy one with Clone: a plain
+// assignment shares its memory. A Histogram is not safe for concurrent use.
 type Histogram struct {
 	bins  []uint32 // the non-empty bins in key order (see countBits)
 	count uint64   // the number of values, the sum of the bins' counts
@@ -97,8 +98,8 @@ func (h *Histogram) AddN(v float64, n uint64) {
 	}
 	key := binKey(v)
 	h.count = addSat(h.count, n)
-	i, found := slices.BinarySearch(h.bins, key<<countBits)
-	if !found && (i == len(h.bins) || h.bins[i]>>countBits != key) {
+	i, _ := slices.BinarySearch(h.bins, key<<countBits) // the bin's first word, if it has one
+	if i == len(h.bins) || h.bins[i]>>countBits != key {
 		if n <= digitMask {
 			h.bins = slices.Insert(h.bins, i, key<<countBits|uint32(n))
 			return
@@ -364,13 +365,13 @@ func (h *Histogram) decode(r *decoder) error {
 	}
 	next := uint64(0)
 	for range nbins {
-		key := next + r.uvarint()
-		c := r.uvarint()
+		gap, c := r.uvarint(), r.uvarint()
+		key := next + gap
 		switch {
 		case r.err != nil:
 			return r.err
-		case key > uint64(maxKey):
-			return fmt.Errorf("bin key %d above the top bin %d", key, maxKey)
+		case gap > uint64(maxKey) || key > uint64(maxKey):
+			return fmt.Errorf("bin key %d + %d above the top bin %d", next, gap, maxKey)
 		case c == 0:
 			return fmt.Errorf("empty bin %d", key)
 		}

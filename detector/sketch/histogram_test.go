@@ -1,6 +1,7 @@
 package sketch
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -185,6 +186,32 @@ func histogramOf(values ...float64) *Histogram {
 	return &h
 }
 
+// histogramInvariant returns what is wrong with the representation of h, if anything: bins
+// in increasing key order, none above the top key, no zero leading digit, at most four
+// words, and counts that sum (saturating) to Count.
+func histogramInvariant(h *Histogram) error {
+	var sum uint64
+	prev := -1
+	for i := 0; i < len(h.bins); {
+		key, c, next := nextBin(h.bins, i)
+		switch {
+		case int(key) <= prev:
+			return fmt.Errorf("bin %d after bin %d", key, prev)
+		case key > maxKey:
+			return fmt.Errorf("bin %d above the top bin %d", key, maxKey)
+		case h.bins[next-1]&digitMask == 0:
+			return fmt.Errorf("bin %d has a zero leading digit (%x)", key, h.bins[i:next])
+		case next-i > 4:
+			return fmt.Errorf("bin %d takes %d words", key, next-i)
+		}
+		sum, prev, i = addSat(sum, c), int(key), next
+	}
+	if sum != h.count {
+		return fmt.Errorf("bins sum to %d, Count() = %d", sum, h.count)
+	}
+	return nil
+}
+
 // sameHistogram reports whether a and b hold the same bins and count. The representation
 // is canonical, so equal contents mean equal words.
 func sameHistogram(a, b *Histogram) bool {
@@ -213,6 +240,9 @@ func TestHistogramMergeEqualsAddingAll(t *testing.T) {
 				merged.Reset()
 				for i := range hs {
 					merged.Merge(&hs[i])
+				}
+				if err := histogramInvariant(merged); err != nil {
+					t.Errorf("%s, weights up to %d, in %d parts: %v", d.name, maxWeight, parts, err)
 				}
 				if !sameHistogram(merged, &all) {
 					t.Errorf("%s, weights up to %d, in %d parts: merged has %d words, count %d; want %d words, count %d",
@@ -395,6 +425,7 @@ func TestHistogramUnmarshalRejects(t *testing.T) {
 		{"too many bins", []byte{histogramVersion, 0xff, 0xff, 0x03}},
 		{"key above the top", []byte{histogramVersion, 1, 0xff, 0x0f, 1}},
 		{"empty bin", []byte{histogramVersion, 1, 5, 0}},
+		{"key gap wraps around", []byte{histogramVersion, 2, 5, 1, 0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 1}},
 		{"uvarint overflows", []byte{histogramVersion, 1, 5, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01}},
 	}
 	for _, tt := range tests {
@@ -420,19 +451,16 @@ func FuzzHistogramUnmarshal(f *testing.F) {
 		if h == nil {
 			return
 		}
-		var sum uint64
-		for i := 0; i < len(h.bins); {
-			var c uint64
-			_, c, i = nextBin(h.bins, i)
-			sum = addSat(sum, c)
-		}
-		if sum != h.Count() {
-			t.Fatalf("bins sum to %d, Count() = %d", sum, h.Count())
+		if err := histogramInvariant(h); err != nil {
+			t.Fatalf("decoded %x: %v", data, err)
 		}
 		if h.Count() > 0 {
 			h.Quantile(0.5)
-			h.Add(3)
-			h.Merge(h.Clone())
+		}
+		h.Add(3)
+		h.Merge(h.Clone())
+		if err := histogramInvariant(h); err != nil {
+			t.Fatalf("decoded %x, added to and merged with itself: %v", data, err)
 		}
 	})
 }

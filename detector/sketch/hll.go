@@ -28,9 +28,9 @@ const (
 	sparseMax = denseWords // more entries than this take more room than dense mode
 )
 
-// HLL is a distinct-count sketch (HyperLogLog) of 64-bit hashes: Estimate is within 3% of
-// the number of distinct hashes added, from 1 to tens of millions, and exact or off by one
-// for sets below about a thousand.
+// HLL is a distinct-count sketch (HyperLogLog) of 64-bit hashes: Estimate is the number of
+// distinct hashes added, give or take one, up to 1536 of them, and above that within about
+// 1% (3% for about 997 sketches in 1000), up to tens of millions.
 //
 // It starts sparse: a sorted slice of one uint32 per distinct hash (HyperLogLog++'s sparse
 // encoding at precision 25), estimated by linear counting over 2^25, which is exact in
@@ -39,15 +39,17 @@ const (
 // sketch turns dense: 2^13 packed 6-bit registers in the same 6 KiB, estimated with Otmar
 // Ertl's improved raw estimator ("New cardinality estimation algorithms for HyperLogLog
 // sketches", 2017), which is unbiased over the whole range without empirical bias tables.
-// So an HLL never takes more than 6 KiB. Dense, its standard error is 1.04/sqrt(2^13),
-// about 1.15%, so 3% is 2.6 standard errors: about one dense sketch in 500 is off by more
-// (see the package documentation for measured figures).
+// So an HLL never takes more than 6 KiB. Dense, its standard error is at most
+// 1.04/sqrt(2^13), about 1.15%, so 3% is 2.6 standard errors and a few dense sketches in
+// 1000 are off by more (the package documentation has measured figures); a tighter bound
+// needs more registers.
 //
 // The hashes must be well mixed (every bit independent and equally likely 0 or 1), like
 // those of xxhash or hash/maphash: the top 13 to 25 bits pick a register and the rest give
 // the rank, so raw ids, counters or weak hashes skew the estimate.
 //
-// The zero value is an empty HLL ready to use. An HLL is not safe for concurrent use.
+// The zero value is an empty HLL ready to use. Copy one with Clone: a plain assignment
+// shares its memory. An HLL is not safe for concurrent use.
 type HLL struct {
 	// regs holds the sparse entries, sorted, or, when dense is set, the packed registers:
 	// register i in bits 6i to 6i+5 of the words read as one little-endian bit string.

@@ -1,6 +1,8 @@
 package sketch
 
 import (
+	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -41,6 +43,38 @@ func denseOf(hs ...uint64) *HLL {
 		s.Add(h)
 	}
 	return s
+}
+
+// hllInvariant returns what is wrong with the representation of s, if anything: sparse
+// entries in increasing index order with ranks from 1 to 40, at most sparseMax of them;
+// dense registers 6 KiB of ranks up to 52.
+func hllInvariant(s *HLL) error {
+	if s.dense {
+		if len(s.regs) != denseWords {
+			return fmt.Errorf("dense in %d words, want %d", len(s.regs), denseWords)
+		}
+		for w := 0; w < denseWords; w += 3 {
+			lo, hi := unpackGroup(s.regs[w : w+3])
+			for lane := range 16 {
+				if r := [2]uint64{lo, hi}[lane/8] >> (lane % 8 * regBits) & regMask; r > denseQ+1 {
+					return fmt.Errorf("register %d of words %d to %d is %d", lane, w, w+2, r)
+				}
+			}
+		}
+		return nil
+	}
+	if len(s.regs) > sparseMax {
+		return fmt.Errorf("%d sparse entries, more than %d", len(s.regs), sparseMax)
+	}
+	for i, e := range s.regs {
+		if rank := e & regMask; rank < 1 || rank > sparseQ+1 {
+			return fmt.Errorf("sparse entry %d has rank %d", i, rank)
+		}
+		if i > 0 && e>>regBits <= s.regs[i-1]>>regBits {
+			return fmt.Errorf("sparse entry %d (%#x) after %#x", i, e, s.regs[i-1])
+		}
+	}
+	return nil
 }
 
 // sameHLL reports whether a and b hold the same state. Both modes are canonical.
@@ -125,6 +159,9 @@ func TestHLLMergeIsUnion(t *testing.T) {
 			name string
 			got  *HLL
 		}{{"a.Merge(b)", ab}, {"b.Merge(a)", ba}} {
+			if err := hllInvariant(m.got); err != nil {
+				t.Errorf("%s: %s: %v", tt.name, m.name, err)
+			}
 			if !sameHLL(m.got, all) {
 				t.Errorf("%s: %s = %d (dense %v), want the state of adding all, %d (dense %v)",
 					tt.name, m.name, m.got.Estimate(), m.got.dense, all.Estimate(), all.dense)
@@ -294,10 +331,16 @@ func FuzzHLLUnmarshal(f *testing.F) {
 			return
 		}
 		back := s.Clone()
+		if err := hllInvariant(s); err != nil {
+			t.Fatalf("decoded % x: %v", data, err)
+		}
 		s.Estimate()
 		s.Add(mix(uint64(len(data))))
 		s.Merge(back)
 		back.Merge(s)
+		if err := errors.Join(hllInvariant(s), hllInvariant(back)); err != nil {
+			t.Fatalf("decoded % x, added to and merged: %v", data, err)
+		}
 	})
 }
 
