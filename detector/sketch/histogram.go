@@ -90,13 +90,26 @@ func (h *Histogram) Add(v float64) {
 	h.AddN(v, 1)
 }
 
+// Bin identifies the bin a value falls in. Computing it once and adding it to several
+// histograms (AddBin) saves the logarithm each Add computes.
+type Bin uint32
+
+// BinOf returns the bin of the value v.
+func BinOf(v float64) Bin { return Bin(binKey(v)) }
+
+// AddBin counts one value of bin b.
+func (h *Histogram) AddBin(b Bin) { h.addKey(uint32(b), 1) }
+
 // AddN counts the value v n times. Counts saturate at the largest uint64 (beyond which
 // quantiles are no longer exact).
 func (h *Histogram) AddN(v float64, n uint64) {
 	if n == 0 {
 		return
 	}
-	key := binKey(v)
+	h.addKey(binKey(v), n)
+}
+
+func (h *Histogram) addKey(key uint32, n uint64) {
 	h.count = addSat(h.count, n)
 	i, _ := slices.BinarySearch(h.bins, key<<countBits) // the bin's first word, if it has one
 	if i == len(h.bins) || h.bins[i]>>countBits != key {

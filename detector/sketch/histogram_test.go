@@ -514,3 +514,21 @@ func BenchmarkHistogramQuantile(b *testing.B) {
 		}
 	}
 }
+
+func TestAddBinEqualsAdd(t *testing.T) {
+	var a, b Histogram
+	for i, v := range []float64{0, 0.5, 1, 2, 3.7, 1000, 1e6, 1e12, 42, 42} {
+		a.Add(v)
+		b.AddBin(BinOf(v))
+		if a.Count() != b.Count() {
+			t.Fatalf("after %d values: counts %d and %d", i+1, a.Count(), b.Count())
+		}
+	}
+	for _, q := range []float64{0, 0.25, 0.5, 0.9, 1} {
+		x, _ := a.Quantile(q)
+		y, _ := b.Quantile(q)
+		if x != y {
+			t.Errorf("q%v: Add gives %v, AddBin %v", q, x, y)
+		}
+	}
+}

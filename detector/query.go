@@ -1,0 +1,760 @@
+package detector
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+	"time"
+
+	"github.com/vigilgw/vigil/detector/sketch"
+)
+
+// Query asks for aggregates of the calls that match a filter over a window ending at End.
+//
+// A window is answered from whole buckets of the finest resolution that reaches back far
+// enough: 1 s buckets for windows within the last 10 minutes, 1 min buckets within 48
+// hours, 1 h buckets beyond. The buckets counted are the last Window/resolution ones up
+// to and including the one that holds End, so the newest, partly filled bucket is
+// included and the window is exact to the resolution.
+type Query struct {
+	// Filter selects calls; nil selects all.
+	Filter *Matcher
+	// GroupBy splits the result into one aggregate per distinct value of these dimensions.
+	GroupBy DimSet
+	// Window is the length of the window; at least one bucket is always counted.
+	Window time.Duration
+	// End is the end of the window (usually now).
+	End time.Time
+	// Need says which sketches to merge: leaving out what a metric does not use makes a
+	// query several times cheaper. The zero value merges both.
+	Need Need
+}
+
+// Need says which sketches a query merges.
+type Need uint8
+
+// What a query needs besides counts.
+const (
+	NeedAll      Need = 0 // latency and callers
+	NeedCounts   Need = 1 // counts only
+	NeedLatency  Need = 2 // counts and the latency histogram
+	NeedCallers  Need = 4 // counts and the distinct-caller sketch
+	needExplicit      = NeedCounts | NeedLatency | NeedCallers
+)
+
+func (n Need) latency() bool { return n&needExplicit == 0 || n&NeedLatency != 0 }
+func (n Need) callers() bool { return n&needExplicit == 0 || n&NeedCallers != 0 }
+
+// Aggregate is what a query returns for one group. Total counts the calls that match the
+// filter without its status part; everything else counts the calls that match the whole
+// filter, so that ratios can put the status filter over the total ("5xx of all calls").
+type Aggregate struct {
+	// Group holds the values of the group-by dimensions (the others are zero).
+	Group Labels
+	// Total is the number of calls matching the filter apart from its status.
+	Total uint64
+	// OK, Status4xx and Status5xx split Total by status class (OK is 1xx-3xx; Status5xx
+	// includes calls that got no status).
+	OK, Status4xx, Status5xx uint64
+	// Count is the number of calls matching the whole filter.
+	Count uint64
+	// Blocked and Limited count the matching calls refused by the block list, a rate limit
+	// or a quota.
+	Blocked, Limited uint64
+	// BytesIn and BytesOut sum request and response bytes of the matching calls.
+	BytesIn, BytesOut uint64
+	// LatencySum sums the latency of matching calls, in microseconds.
+	LatencySum float64
+	// Latency is the latency histogram (microseconds) of matching calls; nil when the view
+	// answering the query keeps none.
+	Latency *sketch.Histogram
+	// Callers counts distinct callers (users, or IPs of anonymous callers) of matching
+	// calls; nil when the view answering the query keeps none.
+	Callers *sketch.HLL
+	// callers, for queries answered from caller history, counts callers exactly.
+	distinct uint64
+	// statusFiltered records whether the filter had a status part.
+	statusFiltered bool
+}
+
+// ErrorRate returns the percentage of Total that matched the status filter, or when
+// there was none, the percentage of 5xx (and unanswered) calls. NaN when Total is 0.
+func (a *Aggregate) ErrorRate() float64 {
+	if a.Total == 0 {
+		return math.NaN()
+	}
+	if a.statusFiltered {
+		return 100 * float64(a.Count) / float64(a.Total)
+	}
+	return 100 * float64(a.Status5xx) / float64(a.Total)
+}
+
+// SuccessRate returns the percentage of Total that matched the status filter, or when
+// there was none, the percentage answered with 1xx-3xx. NaN when Total is 0.
+func (a *Aggregate) SuccessRate() float64 {
+	if a.Total == 0 {
+		return math.NaN()
+	}
+	if a.statusFiltered {
+		return 100 * float64(a.Count) / float64(a.Total)
+	}
+	return 100 * float64(a.OK) / float64(a.Total)
+}
+
+// LatencyAvg returns the mean latency of matching calls in milliseconds; NaN when none.
+func (a *Aggregate) LatencyAvg() float64 {
+	if a.Count == 0 || a.Latency == nil {
+		return math.NaN()
+	}
+	return a.LatencySum / float64(a.Count) / 1000
+}
+
+// LatencyQuantile returns the q-quantile (0..1) of the latency of matching calls in
+// milliseconds; NaN when none.
+func (a *Aggregate) LatencyQuantile(q float64) float64 {
+	if a.Latency == nil {
+		return math.NaN()
+	}
+	v, ok := a.Latency.Quantile(q)
+	if !ok {
+		return math.NaN()
+	}
+	return v / 1000
+}
+
+// UniqueCallers returns the number of distinct callers of matching calls.
+func (a *Aggregate) UniqueCallers() uint64 {
+	if a.Callers != nil {
+		return a.Callers.Estimate()
+	}
+	return a.distinct
+}
+
+// HasLatency reports whether the aggregate carries latency (it does unless it was
+// answered from caller history).
+func (a *Aggregate) HasLatency() bool { return a.Latency != nil }
+
+// ErrNotTracked is returned for a query the store cannot answer from what it keeps: a
+// filter or grouping that combines a caller (user, company, key) with dimensions that
+// only a detail view keeps, while no rule tracks such a view.
+var ErrNotTracked = errors.New("not tracked")
+
+// Aggregate answers q: one aggregate per group, in no particular order. Groups with no
+// matching call in the window are left out.
+func (s *Store) Aggregate(q *Query) ([]Aggregate, error) {
+	return s.Select(q.Filter, q.GroupBy).Aggregate(q.Window, q.End, q.Need)
+}
+
+// now returns the reference time for horizons: the newest call seen or end, whichever is
+// later, in Unix seconds.
+func (s *Store) now(end time.Time) int64 {
+	n := s.lastEpoch.Load()
+	if e := end.Unix(); e > n {
+		n = e
+	}
+	return n
+}
+
+// detailFor returns a tracked detail view that has every needed dimension and reaches
+// back far enough (back seconds before the newest call), preferring the fewest dimensions.
+func (s *Store) detailFor(need DimSet, back int64) *view {
+	var best *view
+	for _, v := range *s.details.Load() {
+		if !v.dims.Contains(need) || v.horizon() < back {
+			continue
+		}
+		if best == nil || popcount(v.dims) < popcount(best.dims) {
+			best = v
+		}
+	}
+	return best
+}
+
+func popcount(s DimSet) int {
+	n := 0
+	for ; s != 0; s &= s - 1 {
+		n++
+	}
+	return n
+}
+
+// pickResolution returns the index of the finest resolution of res that keeps the
+// buckets back to from (Unix seconds), relative to now; -1 when none does.
+func pickResolution(res []resolution, from, now int64) int {
+	for i, r := range res {
+		oldest := (floorDiv(now, r.secs) - r.slots + 1) * r.secs
+		if from >= oldest {
+			return i
+		}
+	}
+	return -1
+}
+
+func windowSlots(window time.Duration, end time.Time, r resolution) (from, to int64) {
+	w := int64((window + time.Second - 1) / time.Second)
+	n := (w + r.secs - 1) / r.secs
+	if n < 1 {
+		n = 1
+	}
+	to = floorDiv(end.Unix(), r.secs)
+	return to - n, to
+}
+
+// Selection is a filter and grouping bound to the series they match, kept up to date as
+// series come and go, so that a rule evaluated every tick looks only at the series it
+// touches rather than at every series in the store. Not safe for concurrent use.
+type Selection struct {
+	store   *Store
+	filter  *Matcher
+	group   DimSet
+	need    DimSet
+	v       *view
+	gen     uint64
+	seen    int
+	matched []selected
+}
+
+type selected struct {
+	s   *series
+	hit bool // the series also matches the filter's status part
+}
+
+// Select binds a filter (nil: all calls) and grouping to the store.
+func (s *Store) Select(filter *Matcher, group DimSet) *Selection {
+	need := group
+	if filter != nil {
+		need |= filter.Dims()
+	}
+	return &Selection{store: s, filter: filter, group: group, need: need}
+}
+
+// refresh points the selection at the view that answers a window starting back seconds
+// before the newest call, and brings its series list up to date.
+func (sel *Selection) refresh(back int64) *view {
+	var v *view
+	if RouteDims.Contains(sel.need) {
+		v = sel.store.route
+	} else {
+		v = sel.store.detailFor(sel.need, back)
+	}
+	if v == nil {
+		return nil
+	}
+	if v != sel.v || v.gen.Load() != sel.gen {
+		sel.v, sel.gen, sel.seen, sel.matched = v, v.gen.Load(), 0, sel.matched[:0]
+	}
+	list := v.series()
+	statusFiltered := sel.filter != nil && sel.filter.Dims().Has(DimStatus)
+	for _, s := range list[sel.seen:] {
+		l := &s.labels
+		if sel.filter != nil && !sel.filter.Match(l, v.dims&^(1<<DimStatus)) {
+			continue
+		}
+		hit := !statusFiltered || sel.filter.Match(l, 1<<DimStatus)
+		sel.matched = append(sel.matched, selected{s: s, hit: hit})
+	}
+	sel.seen = len(list)
+	return v
+}
+
+// Aggregate answers the selection over the window of the given length ending at end:
+// one aggregate per group with calls in the window.
+func (sel *Selection) Aggregate(window time.Duration, end time.Time, need Need) ([]Aggregate, error) {
+	s := sel.store
+	s.Flush()
+	now := s.now(end)
+	startSecs := end.Unix() - int64(window/time.Second)
+	v := sel.refresh(now - startSecs)
+	if v == nil {
+		q := &Query{Filter: sel.filter, GroupBy: sel.group, Window: window, End: end, Need: need}
+		if x, ok := s.callerIndexFor(q, sel.need); ok {
+			return x.aggregate(q)
+		}
+		return nil, fmt.Errorf("%w: %s needs a rule that tracks these dimensions (only a caller alone, with status classes, blocked or limited, is kept for every call)", ErrNotTracked, sel.need)
+	}
+	ri := pickResolution(v.res, startSecs, now)
+	if ri < 0 {
+		ri = len(v.res) - 1 // beyond the horizon: answer what is kept
+	}
+	from, to := windowSlots(window, end, v.res[ri])
+	statusFiltered := sel.filter != nil && sel.filter.Dims().Has(DimStatus)
+	var groups map[Labels]*Aggregate
+	var single *Aggregate // the one group of an ungrouped selection
+	for _, m := range sel.matched {
+		if m.s.dead.Load() {
+			continue
+		}
+		m.s.mu.Lock()
+		var a *Aggregate
+		m.s.rings[ri].window(from, to, func(b *bucket) {
+			if a == nil {
+				a = sel.groupFor(&m.s.labels, &single, &groups, statusFiltered, need)
+			}
+			addBucket(a, b, m.hit)
+		})
+		m.s.mu.Unlock()
+	}
+	var out []Aggregate
+	if single != nil && single.Total > 0 {
+		out = append(out, *single)
+	}
+	for _, a := range groups {
+		if a.Total > 0 {
+			out = append(out, *a)
+		}
+	}
+	return out, nil
+}
+
+func (sel *Selection) groupFor(l *Labels, single **Aggregate, groups *map[Labels]*Aggregate, statusFiltered bool, need Need) *Aggregate {
+	newAgg := func(g Labels) *Aggregate {
+		a := &Aggregate{Group: g, statusFiltered: statusFiltered}
+		if need.latency() {
+			a.Latency = &sketch.Histogram{}
+		}
+		if need.callers() {
+			a.Callers = &sketch.HLL{}
+		}
+		return a
+	}
+	if sel.group == 0 {
+		if *single == nil {
+			*single = newAgg(Labels{})
+		}
+		return *single
+	}
+	g := l.Project(sel.group)
+	if *groups == nil {
+		*groups = make(map[Labels]*Aggregate)
+	}
+	a := (*groups)[g]
+	if a == nil {
+		a = newAgg(g)
+		(*groups)[g] = a
+	}
+	return a
+}
+
+func addBucket(a *Aggregate, b *bucket, hit bool) {
+	a.Total += uint64(b.n)
+	a.OK += uint64(b.n2xx)
+	a.Status4xx += uint64(b.n4xx)
+	a.Status5xx += uint64(b.n5xx)
+	if !hit {
+		return
+	}
+	a.Count += uint64(b.n)
+	a.Blocked += uint64(b.blocked)
+	a.Limited += uint64(b.limited)
+	a.BytesIn += b.bytesIn
+	a.BytesOut += b.bytesOut
+	a.LatencySum += b.latSum
+	if a.Latency != nil {
+		a.Latency.Merge(&b.lat)
+	}
+	if a.Callers != nil {
+		a.Callers.Merge(&b.callers)
+	}
+}
+
+// callerIndexFor returns the caller history that can answer q: the query needs at most
+// one caller dimension, and besides it only status classes (all of 1xx-3xx, 4xx or 5xx),
+// blocked or limited.
+func (s *Store) callerIndexFor(q *Query, need DimSet) (*callerIndex, bool) {
+	callers := need & CallerDims
+	if popcount(callers) != 1 || need&^(CallerDims|1<<DimStatus|1<<DimBlocked|1<<DimLimited) != 0 {
+		return nil, false
+	}
+	if q.GroupBy.Has(DimStatus) || q.GroupBy.Has(DimBlocked) || q.GroupBy.Has(DimLimited) {
+		return nil, false
+	}
+	if q.Filter != nil && q.Filter.Dims().Has(DimStatus) {
+		if _, ok := q.Filter.status.classes(); !ok {
+			return nil, false
+		}
+	}
+	var x *callerIndex
+	switch {
+	case callers.Has(DimUser):
+		x = s.callers[0]
+	case callers.Has(DimCompany):
+		x = s.callers[1]
+	default:
+		x = s.callers[2]
+	}
+	return x, true
+}
+
+// Status classes as kept by caller history.
+const (
+	classOK = 1 << iota // 1xx-3xx
+	class4xx
+	class5xx
+)
+
+// classes returns the status classes the set is the exact union of, or false when it is
+// not a union of whole classes (1xx-3xx together, 4xx, 5xx).
+func (s *StatusSet) classes() (int, bool) {
+	whole := func(lo, hi int) (all, none bool) {
+		all, none = true, true
+		for c := lo; c < hi; c++ {
+			if s.Has(c) {
+				none = false
+			} else {
+				all = false
+			}
+		}
+		return
+	}
+	var m int
+	for _, k := range []struct {
+		lo, hi, bit int
+	}{{100, 400, classOK}, {400, 500, class4xx}, {500, 600, class5xx}} {
+		all, none := whole(k.lo, k.hi)
+		switch {
+		case all:
+			m |= k.bit
+		case !none:
+			return 0, false
+		}
+	}
+	// Codes below 100 (no answer) count as 5xx in caller history.
+	return m, m != 0
+}
+
+func (x *callerIndex) aggregate(q *Query) ([]Aggregate, error) {
+	secs, n := int64(hourSecs), int64(CallerHours)
+	if q.Window > time.Duration(CallerHours)*time.Hour {
+		secs, n = daySecs, CallerDays
+	}
+	w := int64((q.Window + time.Second - 1) / time.Second)
+	k := (w + secs - 1) / secs
+	if k < 1 {
+		k = 1
+	}
+	if k > n {
+		k = n
+	}
+	to := floorDiv(q.End.Unix(), secs)
+	from := to - k
+	startSecs := (from + 1) * secs
+	var (
+		statusFiltered bool
+		classes        = classOK | class4xx | class5xx
+		onlyBlocked    bool
+		onlyLimited    bool
+		wantID         string
+		blockedFilter  *bool
+		limitedFilter  *bool
+	)
+	if q.Filter != nil {
+		f := &q.Filter.f
+		if q.Filter.dims.Has(DimStatus) {
+			statusFiltered = true
+			classes, _ = q.Filter.status.classes()
+		}
+		blockedFilter, limitedFilter = f.Blocked, f.Limited
+		onlyBlocked = blockedFilter != nil && *blockedFilter
+		onlyLimited = limitedFilter != nil && *limitedFilter
+		switch x.kind {
+		case DimUser:
+			wantID = f.User
+		case DimCompany:
+			wantID = f.Company
+		case DimKey:
+			wantID = f.Key
+		}
+	}
+	if (blockedFilter != nil && !*blockedFilter) || (limitedFilter != nil && !*limitedFilter) {
+		return nil, fmt.Errorf("%w: caller history cannot exclude blocked or limited calls", ErrNotTracked)
+	}
+	if onlyBlocked && onlyLimited {
+		return nil, fmt.Errorf("%w: caller history cannot combine blocked and limited", ErrNotTracked)
+	}
+	grouped := q.GroupBy.Has(x.kind)
+	total := Aggregate{statusFiltered: statusFiltered}
+	var out []Aggregate
+	visit := func(c *caller) {
+		if c.last < startSecs {
+			return
+		}
+		bs := c.hours
+		if secs == daySecs {
+			bs = c.days
+		}
+		var sum CallerCounts
+		for i := len(bs) - 1; i >= 0 && int64(bs[i].slot) > from; i-- {
+			if int64(bs[i].slot) <= to {
+				sum.merge(&bs[i].CallerCounts)
+			}
+		}
+		if sum.Calls == 0 {
+			return
+		}
+		a := Aggregate{statusFiltered: statusFiltered}
+		a.Total = uint64(sum.Calls)
+		a.OK, a.Status4xx, a.Status5xx = uint64(sum.OK), uint64(sum.Status4), uint64(sum.Status5)
+		// Blocked calls are answered 403 and limited ones 429: both are 4xx.
+		switch {
+		case onlyBlocked || onlyLimited:
+			n := uint64(sum.Blocked)
+			if onlyLimited {
+				n = uint64(sum.Limited)
+			}
+			a.Total, a.OK, a.Status4xx, a.Status5xx = n, 0, n, 0
+			if classes&class4xx != 0 {
+				a.Count = n
+			}
+			a.Blocked, a.Limited = boolCount(onlyBlocked, a.Count), boolCount(onlyLimited, a.Count)
+		default:
+			if classes&classOK != 0 {
+				a.Count += uint64(sum.OK)
+			}
+			if classes&class4xx != 0 {
+				a.Count += uint64(sum.Status4)
+				a.Blocked, a.Limited = uint64(sum.Blocked), uint64(sum.Limited)
+			}
+			if classes&class5xx != 0 {
+				a.Count += uint64(sum.Status5)
+			}
+		}
+		if a.Count > 0 {
+			a.distinct = 1
+		}
+		if grouped {
+			switch x.kind {
+			case DimUser:
+				a.Group.User = c.id
+			case DimCompany:
+				a.Group.Company = c.id
+			case DimKey:
+				a.Group.Key = c.id
+			}
+			out = append(out, a)
+			return
+		}
+		total.Total += a.Total
+		total.OK += a.OK
+		total.Status4xx += a.Status4xx
+		total.Status5xx += a.Status5xx
+		total.Count += a.Count
+		total.Blocked += a.Blocked
+		total.Limited += a.Limited
+		total.distinct += a.distinct
+	}
+	if wantID != "" {
+		sh := x.shard(wantID)
+		sh.mu.Lock()
+		if i, ok := sh.m[wantID]; ok {
+			visit(&sh.slab[i])
+		}
+		sh.mu.Unlock()
+	} else {
+		for i := range x.shards {
+			sh := &x.shards[i]
+			sh.mu.Lock()
+			for j := range sh.slab {
+				if sh.slab[j].id != "" {
+					visit(&sh.slab[j])
+				}
+			}
+			sh.mu.Unlock()
+		}
+	}
+	if !grouped && total.Total > 0 {
+		out = append(out, total)
+	}
+	return out, nil
+}
+
+func boolCount(b bool, n uint64) uint64 {
+	if b {
+		return n
+	}
+	return 0
+}
+
+// CallerHistory is what the store knows of one caller.
+type CallerHistory struct {
+	// ID is the user id, company id or key id.
+	ID string `json:"id"`
+	// FirstSeen, LastSeen and FirstSuccess are the times of the first call, the latest call
+	// and the first call answered with 1xx-3xx (nil when none yet).
+	FirstSeen    time.Time  `json:"first_seen"`
+	LastSeen     time.Time  `json:"last_seen"`
+	FirstSuccess *time.Time `json:"first_success"`
+	// Hours and Days hold the counts per hour (7 days) and per day (35 days), oldest first.
+	Hours []CallerPeriod `json:"hours"`
+	Days  []CallerPeriod `json:"days"`
+}
+
+// CallerPeriod is one hour or day of a caller's history.
+type CallerPeriod struct {
+	Start time.Time `json:"start"`
+	CallerCounts
+}
+
+// Caller returns the history of one user, company or key (dim is DimUser, DimCompany or
+// DimKey).
+func (s *Store) Caller(dim Dim, id string) (CallerHistory, bool) {
+	s.Flush()
+	var x *callerIndex
+	switch dim {
+	case DimUser:
+		x = s.callers[0]
+	case DimCompany:
+		x = s.callers[1]
+	case DimKey:
+		x = s.callers[2]
+	default:
+		return CallerHistory{}, false
+	}
+	sh := x.shard(id)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	i, ok := sh.m[id]
+	if !ok {
+		return CallerHistory{}, false
+	}
+	c := &sh.slab[i]
+	h := CallerHistory{ID: c.id, FirstSeen: time.Unix(c.first, 0).UTC(), LastSeen: time.Unix(c.last, 0).UTC()}
+	if c.first2xx != 0 {
+		t := time.Unix(c.first2xx, 0).UTC()
+		h.FirstSuccess = &t
+	}
+	for _, b := range c.hours {
+		h.Hours = append(h.Hours, CallerPeriod{Start: time.Unix(int64(b.slot)*hourSecs, 0).UTC(), CallerCounts: b.CallerCounts})
+	}
+	for _, b := range c.days {
+		h.Days = append(h.Days, CallerPeriod{Start: time.Unix(int64(b.slot)*daySecs, 0).UTC(), CallerCounts: b.CallerCounts})
+	}
+	return h, true
+}
+
+// SortAggregates orders aggregates by their group labels, for stable output.
+func SortAggregates(as []Aggregate, dims DimSet) {
+	ds := dims.List()
+	sort.Slice(as, func(i, j int) bool {
+		for _, d := range ds {
+			a, b := as[i].Group.Get(d), as[j].Group.Get(d)
+			if a != b {
+				return a < b
+			}
+		}
+		return false
+	})
+}
+
+// RangeQuery asks for a time series of aggregates: one point per Step from From until
+// To, point k covering [From+k*Step, From+(k+1)*Step).
+type RangeQuery struct {
+	// Filter selects calls; nil selects all.
+	Filter *Matcher
+	// GroupBy splits the result into one series per distinct value of these dimensions.
+	GroupBy DimSet
+	// From and To bound the range; From is rounded down to a multiple of Step.
+	From, To time.Time
+	// Step is the width of a point; it must be a multiple of a resolution the answering
+	// view keeps (1s, 1m or 1h), and is rounded up to whole seconds.
+	Step time.Duration
+}
+
+// MaxRangePoints caps the points of a range query.
+const MaxRangePoints = 20000
+
+// RangeGroup is the series of one group.
+type RangeGroup struct {
+	Group  Labels
+	Points []Aggregate
+}
+
+// Range answers a range query. It returns the start of the first point (From rounded
+// down to the step) and one series per group that had calls in the range.
+func (s *Store) Range(q *RangeQuery) (time.Time, []RangeGroup, error) {
+	s.Flush()
+	step := int64((q.Step + time.Second - 1) / time.Second)
+	if step <= 0 {
+		return time.Time{}, nil, &FieldError{Field: "step", Err: errors.New("must be positive")}
+	}
+	from := floorDiv(q.From.Unix(), step) * step
+	to := q.To.Unix()
+	if to <= from {
+		return time.Unix(from, 0).UTC(), nil, nil
+	}
+	k := (to - from + step - 1) / step
+	if k > MaxRangePoints {
+		return time.Time{}, nil, &FieldError{Field: "step", Err: fmt.Errorf("%d points is more than %d: use a longer step or a shorter range", k, MaxRangePoints)}
+	}
+	need := q.GroupBy
+	if q.Filter != nil {
+		need |= q.Filter.Dims()
+	}
+	now := s.now(q.To)
+	var v *view
+	if RouteDims.Contains(need) {
+		v = s.route
+	} else if v = s.detailFor(need, now-from); v == nil {
+		return time.Time{}, nil, fmt.Errorf("%w: %s needs a rule that tracks these dimensions", ErrNotTracked, need)
+	}
+	ri := -1
+	for i, r := range v.res {
+		oldest := (floorDiv(now, r.secs) - r.slots + 1) * r.secs
+		if step%r.secs == 0 && from >= oldest {
+			ri = i
+			break
+		}
+	}
+	if ri < 0 {
+		// Beyond every horizon: the coarsest resolution that divides the step.
+		for i := len(v.res) - 1; i >= 0; i-- {
+			if step%v.res[i].secs == 0 {
+				ri = i
+				break
+			}
+		}
+		if ri < 0 {
+			return time.Time{}, nil, &FieldError{Field: "step", Err: fmt.Errorf("%ds is not a multiple of a kept resolution", step)}
+		}
+	}
+	r := v.res[ri]
+	statusFiltered := q.Filter != nil && q.Filter.Dims().Has(DimStatus)
+	groups := make(map[Labels]*RangeGroup)
+	for _, se := range v.series() {
+		l := &se.labels
+		if q.Filter != nil && !q.Filter.Match(l, v.dims&^(1<<DimStatus)) {
+			continue
+		}
+		hit := q.Filter == nil || !statusFiltered || q.Filter.Match(l, 1<<DimStatus)
+		g := l.Project(q.GroupBy)
+		se.mu.Lock()
+		se.rings[ri].window(floorDiv(from, r.secs)-1, floorDiv(to-1, r.secs), func(b *bucket) {
+			i := (b.slot*r.secs - from) / step
+			if i < 0 || i >= k {
+				return
+			}
+			rg := groups[g]
+			if rg == nil {
+				rg = &RangeGroup{Group: g, Points: make([]Aggregate, k)}
+				groups[g] = rg
+			}
+			p := &rg.Points[i]
+			if p.Latency == nil {
+				p.Group, p.statusFiltered = g, statusFiltered
+				p.Latency, p.Callers = &sketch.Histogram{}, &sketch.HLL{}
+			}
+			addBucket(p, b, hit)
+		})
+		se.mu.Unlock()
+	}
+	out := make([]RangeGroup, 0, len(groups))
+	for _, rg := range groups {
+		for i := range rg.Points {
+			if rg.Points[i].Latency == nil {
+				rg.Points[i] = Aggregate{Group: rg.Group, Latency: &sketch.Histogram{}, Callers: &sketch.HLL{}, statusFiltered: statusFiltered}
+			}
+		}
+		out = append(out, *rg)
+	}
+	return time.Unix(from, 0).UTC(), out, nil
+}

@@ -1,0 +1,135 @@
+package detector
+
+import (
+	"fmt"
+	"net/netip"
+	"runtime"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// benchCalls returns calls spread over a few endpoints, statuses and callers, the way a
+// gateway sees them: mostly known series and known callers.
+func benchCalls(n int) []Call {
+	calls := make([]Call, n)
+	for i := range calls {
+		calls[i] = Call{
+			Method:   []string{"GET", "POST"}[i%2],
+			Endpoint: testEndpoints[i%len(testEndpoints)],
+			Status:   []int{200, 200, 200, 404, 500}[i%5],
+			Latency:  time.Duration(1000+i%5000) * time.Microsecond,
+			BytesIn:  100,
+			BytesOut: 1000,
+			User:     fmt.Sprintf("u-%d", i%1000),
+			Company:  fmt.Sprintf("c-%d", i%50),
+			Upstream: "10.0.0.1:9000",
+			IP:       netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}),
+		}
+	}
+	return calls
+}
+
+// BenchmarkRecord measures what recording costs a request: copying the call into the
+// store's intake buffer. The buffered calls are applied outside the timed section, as
+// the store's background loop does off the request path (BenchmarkApply measures that
+// work per call).
+func BenchmarkRecord(b *testing.B) {
+	s, calls, base := benchStore()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		c := &calls[i%len(calls)]
+		c.Time = base.Add(time.Duration(i/1000) * time.Second)
+		s.Record(c)
+		if i%intakeWake == intakeWake-1 {
+			b.StopTimer()
+			s.Flush()
+			b.StartTimer()
+		}
+	}
+}
+
+// BenchmarkRecordParallel is BenchmarkRecord from GOMAXPROCS goroutines at once.
+func BenchmarkRecordParallel(b *testing.B) {
+	s, calls, base := benchStore()
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() { s.Run(stop); close(done) }()
+	var n atomic.Int64
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		local := make([]Call, len(calls))
+		copy(local, calls)
+		i := int(n.Add(1)) * 7919
+		for pb.Next() {
+			c := &local[i%len(local)]
+			c.Time = base.Add(time.Duration(n.Load()/1000) * time.Second)
+			s.Record(c)
+			i++
+			if i%64 == 0 {
+				n.Add(64)
+			}
+		}
+	})
+	b.StopTimer()
+	close(stop)
+	<-done
+}
+
+// BenchmarkApply measures the store's work per call, done off the request path: the
+// route view's three resolutions (counts, latency histogram, distinct callers), the
+// user, company and key history, and the ring of recent calls.
+func BenchmarkApply(b *testing.B) {
+	s, calls, base := benchStore()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		c := &calls[i%len(calls)]
+		c.Time = base.Add(time.Duration(i/1000) * time.Second)
+		s.apply(c)
+	}
+}
+
+func benchStore() (*Store, []Call, time.Time) {
+	s := New(Config{})
+	calls := benchCalls(4096)
+	base := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	for i := range calls { // warm up: every series and caller known
+		calls[i].Time = base
+		s.Record(&calls[i])
+	}
+	s.Flush()
+	return s, calls, base
+}
+
+// BenchmarkMemoryCallers records one call from each of 1,000,000 distinct users and
+// reports the heap the store holds afterwards.
+func BenchmarkMemoryCallers(b *testing.B) {
+	for i := 0; i < b.N; i++ {
+		heap := memoryForUsers(1000000, Config{})
+		b.ReportMetric(float64(heap)/(1<<20), "MiB-heap")
+	}
+}
+
+func memoryForUsers(n int, cfg Config) uint64 {
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	s := New(cfg)
+	base := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	c := Call{Method: "GET", Endpoint: "/users/{id}", Status: 200, Latency: time.Millisecond, Upstream: "10.0.0.1:9000"}
+	buf := make([]byte, 0, 16)
+	for i := 0; i < n; i++ {
+		buf = fmt.Appendf(buf[:0], "user-%d", i)
+		c.User = string(buf)
+		c.Time = base.Add(time.Duration(i) * time.Millisecond)
+		s.Record(&c)
+	}
+	runtime.GC()
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	runtime.KeepAlive(s)
+	return after.HeapAlloc - before.HeapAlloc
+}
