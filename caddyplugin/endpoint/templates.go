@@ -1,0 +1,204 @@
+package endpoint
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Templates is a compiled set of route templates, matched with a segment trie. It is
+// immutable after [Compile] and safe for concurrent use. A nil *Templates matches
+// nothing, so [Templates.Append] only normalises.
+type Templates struct {
+	root node
+	n    int
+}
+
+// node is one level of the segment trie.
+type node struct {
+	literals map[string]*node // children by literal segment
+	param    *node            // child for a {name} segment
+	rest     string           // template ending in a rest wildcard here, when hasRest
+	hasRest  bool
+	template string // template ending exactly here, when terminal
+	terminal bool
+}
+
+// Compile compiles route templates. A template is an absolute path of segments
+// separated by single slashes ("/" alone is the root); a segment is
+//
+//   - a literal, matched exactly (case-sensitive), with no '{', '}' or '*' in it;
+//   - {name}: exactly one path segment, whatever it is;
+//   - only as the last segment, * or {name...}: the rest of the path, one or more
+//     segments.
+//
+// Names are made of letters, digits, '_' and '-'; they document the template and do not
+// change what it matches. Two templates that match the same paths (such as "/a/{x}" and
+// "/a/{y}", or "/a/*" and "/a/{p...}") are an error, as is any malformed template; the
+// error names the template and what is wrong.
+//
+// When several templates match a path, the most specific wins: comparing segment by
+// segment from the left, a literal beats {name}, which beats a rest wildcard.
+func Compile(templates []string) (*Templates, error) {
+	t := &Templates{}
+	for _, tmpl := range templates {
+		if err := t.add(tmpl); err != nil {
+			return nil, err
+		}
+	}
+	return t, nil
+}
+
+// Len returns how many templates t holds.
+func (t *Templates) Len() int {
+	if t == nil {
+		return 0
+	}
+	return t.n
+}
+
+// segmentKind is what a template segment matches.
+type segmentKind int
+
+const (
+	literalSegment segmentKind = iota
+	paramSegment
+	restSegment
+)
+
+func (t *Templates) add(tmpl string) error {
+	if !strings.HasPrefix(tmpl, "/") {
+		return fmt.Errorf("endpoint template %q: must be an absolute path starting with '/'", tmpl)
+	}
+	n := &t.root
+	if tmpl != "/" {
+		segs := strings.Split(tmpl[1:], "/")
+		for i, seg := range segs {
+			kind, err := parseSegment(seg)
+			if err != nil {
+				return fmt.Errorf("endpoint template %q: segment %d %q: %w", tmpl, i+1, seg, err)
+			}
+			switch kind {
+			case restSegment:
+				if i != len(segs)-1 {
+					return fmt.Errorf("endpoint template %q: segment %d %q: a rest wildcard must be the last segment", tmpl, i+1, seg)
+				}
+				if n.hasRest {
+					return fmt.Errorf("endpoint template %q: duplicate of %q, which matches the same paths", tmpl, n.rest)
+				}
+				n.rest, n.hasRest = tmpl, true
+				t.n++
+				return nil
+			case paramSegment:
+				if n.param == nil {
+					n.param = &node{}
+				}
+				n = n.param
+			default:
+				child := n.literals[seg]
+				if child == nil {
+					if n.literals == nil {
+						n.literals = make(map[string]*node)
+					}
+					child = &node{}
+					n.literals[seg] = child
+				}
+				n = child
+			}
+		}
+	}
+	if n.terminal {
+		return fmt.Errorf("endpoint template %q: duplicate of %q, which matches the same paths", tmpl, n.template)
+	}
+	n.template, n.terminal = tmpl, true
+	t.n++
+	return nil
+}
+
+// parseSegment says what a template segment matches, or what is wrong with it.
+func parseSegment(seg string) (segmentKind, error) {
+	switch {
+	case seg == "":
+		return 0, errors.New("empty segment (double or trailing slash)")
+	case seg == "*":
+		return restSegment, nil
+	case strings.HasPrefix(seg, "{"):
+		if !strings.HasSuffix(seg, "}") {
+			return 0, errors.New("unclosed brace: a {name} must be a whole segment")
+		}
+		name := seg[1 : len(seg)-1]
+		kind := paramSegment
+		if base, ok := strings.CutSuffix(name, "..."); ok {
+			name, kind = base, restSegment
+		}
+		if name == "" {
+			return 0, errors.New("empty name in braces")
+		}
+		for i := 0; i < len(name); i++ {
+			if c := name[i]; !isDigit(c) && !(c >= 'a' && c <= 'z') && !(c >= 'A' && c <= 'Z') && c != '_' && c != '-' {
+				return 0, fmt.Errorf("name %q: character %q not allowed (use letters, digits, '_' and '-')", name, c)
+			}
+		}
+		return kind, nil
+	case strings.ContainsAny(seg, "{}"):
+		return 0, errors.New("brace inside a literal: a {name} must be a whole segment")
+	case strings.Contains(seg, "*"):
+		return 0, errors.New("'*' must be a whole segment")
+	case strings.ContainsAny(seg, "?#"):
+		return 0, errors.New("'?' and '#' start a query or fragment, which endpoints never include")
+	}
+	return literalSegment, nil
+}
+
+// Match returns the most specific template that matches the path (its query string
+// ignored, repeated and trailing slashes too), and whether there is one.
+func (t *Templates) Match(path string) (string, bool) {
+	if t == nil || t.n == 0 {
+		return "", false
+	}
+	return t.root.match(cutPath(path), 0)
+}
+
+// match tries the children of n in order of specificity, backtracking when a subtree
+// fails. Each trie node is visited at most once, so matching costs at most the number of
+// path segments times the number of ways the templates branch along them.
+func (n *node) match(path string, i int) (string, bool) {
+	seg, next := nextSegment(path, i)
+	if seg == "" {
+		return n.template, n.terminal
+	}
+	// A path that is itself the text of a rest template ("/files/*") maps to that
+	// template, so that appending an endpoint again gives the same endpoint.
+	if n.hasRest && isRestSyntax(seg) {
+		if following, _ := nextSegment(path, next); following == "" {
+			return n.rest, true
+		}
+	}
+	if child := n.literals[seg]; child != nil {
+		if tmpl, ok := child.match(path, next); ok {
+			return tmpl, true
+		}
+	}
+	if n.param != nil {
+		if tmpl, ok := n.param.match(path, next); ok {
+			return tmpl, true
+		}
+	}
+	return n.rest, n.hasRest
+}
+
+func isRestSyntax(seg string) bool {
+	return seg == "*" || (strings.HasPrefix(seg, "{") && strings.HasSuffix(seg, "...}"))
+}
+
+// Append appends the endpoint of the request path to dst and returns the extended
+// buffer: the text of the most specific matching template, exactly as configured, or
+// else the normalised path (see the package documentation). A nil t only normalises.
+// Append does not allocate when dst has room for the result ([MaxLen] bytes, or the
+// longest template).
+func (t *Templates) Append(dst []byte, path string) []byte {
+	if tmpl, ok := t.Match(path); ok {
+		return append(dst, tmpl...)
+	}
+	return appendNormalized(dst, path)
+}
