@@ -129,6 +129,9 @@ func (e Entry) validate() error {
 		if math.IsNaN(e.Tokens) {
 			return fmt.Errorf("tokens: not a number")
 		}
+		if e.Updated.IsZero() {
+			return fmt.Errorf("updated: missing")
+		}
 	case QuotaEntry:
 		if e.Limit <= 0 || e.Used < 0 {
 			return fmt.Errorf("used %d of limit %d: want used >= 0 and limit > 0", e.Used, e.Limit)
