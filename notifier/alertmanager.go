@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vigilgw/vigil/detector/alert"
@@ -37,8 +38,13 @@ type Alertmanager struct {
 	display  string
 	interval time.Duration
 
+	firing atomic.Pointer[firingSet] // shared with the channel it replaced on a reload
+}
+
+// firingSet holds the alerts posted as firing and not yet resolved, by fingerprint.
+type firingSet struct {
 	mu     sync.Mutex
-	firing map[string]amAlert // by fingerprint: alerts posted as firing and not yet resolved
+	alerts map[string]amAlert
 }
 
 func newAlertmanager(b base, c Config) (*Alertmanager, error) {
@@ -51,13 +57,9 @@ func newAlertmanager(b base, c Config) (*Alertmanager, error) {
 	if interval <= 0 {
 		interval = DefaultKeepAlive
 	}
-	return &Alertmanager{
-		base:     b,
-		endpoint: u,
-		display:  redactURL(u, false),
-		interval: interval,
-		firing:   map[string]amAlert{},
-	}, nil
+	a := &Alertmanager{base: b, endpoint: u, display: redactURL(u, false), interval: interval}
+	a.firing.Store(&firingSet{alerts: map[string]amAlert{}})
+	return a, nil
 }
 
 // Send posts one alert per event of b, in order.
@@ -84,17 +86,18 @@ func (a *Alertmanager) Send(ctx context.Context, b alert.Batch) error {
 	if err := a.postAlerts(ctx, alerts); err != nil {
 		return err
 	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
+	set := a.firing.Load()
+	set.mu.Lock()
+	defer set.mu.Unlock()
 	for i := range b.Events {
 		ev := &b.Events[i]
 		fp := fingerprint(alerts[i].Labels)
 		switch {
 		case ev.Type == alert.TypeTest:
 		case ev.State == alert.Resolved:
-			delete(a.firing, fp)
+			delete(set.alerts, fp)
 		default:
-			a.firing[fp] = alerts[i]
+			set.alerts[fp] = alerts[i]
 		}
 	}
 	return nil
@@ -110,9 +113,10 @@ func (a *Alertmanager) KeepAliveInterval() time.Duration { return a.interval }
 
 // KeepAlive posts again every alert still firing, with a new endsAt.
 func (a *Alertmanager) KeepAlive(ctx context.Context) error {
-	a.mu.Lock()
-	alerts := slices.Collect(maps.Values(a.firing))
-	a.mu.Unlock()
+	set := a.firing.Load()
+	set.mu.Lock()
+	alerts := slices.Collect(maps.Values(set.alerts))
+	set.mu.Unlock()
 	if len(alerts) == 0 {
 		return nil
 	}
@@ -125,28 +129,31 @@ func (a *Alertmanager) KeepAlive(ctx context.Context) error {
 
 // Firing returns how many alerts the channel keeps alive.
 func (a *Alertmanager) Firing() int {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return len(a.firing)
+	set := a.firing.Load()
+	set.mu.Lock()
+	defer set.mu.Unlock()
+	return len(set.alerts)
 }
 
-// adopt takes over the alerts a channel of the same name and endpoint kept alive before a
-// configuration reload, so that they are still kept alive (and resolved) after it.
+// adopt shares the set of firing alerts of the channel a replaces on a configuration reload
+// (same name, same endpoint), so that they are still kept alive and resolved after it, and
+// so that an attempt still in flight on the old channel updates the same set.
 func (a *Alertmanager) adopt(old Channel) {
 	prev, ok := old.(*Alertmanager)
 	if !ok || prev == a || prev.endpoint.String() != a.endpoint.String() {
 		return
 	}
-	prev.mu.Lock()
-	kept := maps.Clone(prev.firing)
-	prev.mu.Unlock()
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	for fp, al := range kept {
-		if _, ok := a.firing[fp]; !ok {
-			a.firing[fp] = al
-		}
+	shared, own := prev.firing.Load(), a.firing.Load()
+	if shared == own {
+		return
 	}
+	own.mu.Lock()
+	mine := maps.Clone(own.alerts)
+	own.mu.Unlock()
+	shared.mu.Lock()
+	maps.Copy(shared.alerts, mine)
+	shared.mu.Unlock()
+	a.firing.Store(shared)
 }
 
 func (a *Alertmanager) postAlerts(ctx context.Context, alerts []amAlert) error {

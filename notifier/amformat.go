@@ -165,27 +165,44 @@ func writePairs(w io.Writer, m map[string]string, sep byte) {
 // AlertmanagerMessage is the payload of a webhook channel with format alertmanager: what
 // Alertmanager's webhook_config POSTs (version "4"), so that tools written for it work.
 type AlertmanagerMessage struct {
-	Version           string              `json:"version"`
-	GroupKey          string              `json:"groupKey"`
-	TruncatedAlerts   int                 `json:"truncatedAlerts"`
-	Status            string              `json:"status"`
-	Receiver          string              `json:"receiver"`
-	GroupLabels       map[string]string   `json:"groupLabels"`
-	CommonLabels      map[string]string   `json:"commonLabels"`
-	CommonAnnotations map[string]string   `json:"commonAnnotations"`
-	ExternalURL       string              `json:"externalURL"`
-	Alerts            []AlertmanagerAlert `json:"alerts"`
+	// Version is "4".
+	Version string `json:"version"`
+	// GroupKey identifies the group, as Alertmanager prints it: `{}:{rule_id="401-storm"}`.
+	GroupKey string `json:"groupKey"`
+	// TruncatedAlerts is always 0: Vigil sends every alert of the batch.
+	TruncatedAlerts int `json:"truncatedAlerts"`
+	// Status is "firing" when any alert fires, else "resolved".
+	Status string `json:"status"`
+	// Receiver is the channel's name.
+	Receiver string `json:"receiver"`
+	// GroupLabels are the batch's incident, or its rule when all alerts share one.
+	GroupLabels map[string]string `json:"groupLabels"`
+	// CommonLabels and CommonAnnotations are the pairs every alert has.
+	CommonLabels      map[string]string `json:"commonLabels"`
+	CommonAnnotations map[string]string `json:"commonAnnotations"`
+	// ExternalURL links to Vigil's admin API (Options.ExternalURL).
+	ExternalURL string `json:"externalURL"`
+	// Alerts are the batch's events, in order.
+	Alerts []AlertmanagerAlert `json:"alerts"`
 }
 
 // AlertmanagerAlert is one alert of an AlertmanagerMessage.
 type AlertmanagerAlert struct {
-	Status       string            `json:"status"`
-	Labels       map[string]string `json:"labels"`
-	Annotations  map[string]string `json:"annotations"`
-	StartsAt     time.Time         `json:"startsAt"`
-	EndsAt       time.Time         `json:"endsAt"`
-	GeneratorURL string            `json:"generatorURL"`
-	Fingerprint  string            `json:"fingerprint"`
+	// Status is "firing" or "resolved".
+	Status string `json:"status"`
+	// Labels identify the alert instance: alertname, rule_id, vigil_type, severity and the
+	// group dimensions.
+	Labels map[string]string `json:"labels"`
+	// Annotations describe it: summary, description, runbook_url, value, expected.
+	Annotations map[string]string `json:"annotations"`
+	// StartsAt is when the instance started firing; EndsAt when it resolved, or the zero
+	// time (0001-01-01T00:00:00Z) while it fires.
+	StartsAt time.Time `json:"startsAt"`
+	EndsAt   time.Time `json:"endsAt"`
+	// GeneratorURL links to the rule's events in Vigil's admin API.
+	GeneratorURL string `json:"generatorURL"`
+	// Fingerprint is Alertmanager's hash of the labels (16 hex digits).
+	Fingerprint string `json:"fingerprint"`
 }
 
 // alertmanagerMessage builds Alertmanager's webhook payload for b. The group is the

@@ -15,14 +15,14 @@ import (
 	"time"
 )
 
-// The channel types.
+// The channel types (Config.Type).
 const (
-	TypeWebhook      = "webhook"
-	TypeSlack        = "slack"
-	TypePagerDuty    = "pagerduty"
-	TypeAlertmanager = "alertmanager"
-	TypeEmail        = "email"
-	TypeSMS          = "sms"
+	TypeWebhook      = "webhook"      // JSON POST, optionally signed (Standard Webhooks)
+	TypeSlack        = "slack"        // Slack incoming webhook
+	TypePagerDuty    = "pagerduty"    // PagerDuty Events API v2
+	TypeAlertmanager = "alertmanager" // Alertmanager API v2
+	TypeEmail        = "email"        // SMTP submission
+	TypeSMS          = "sms"          // Twilio-compatible Messages API
 )
 
 // Webhook formats.
@@ -45,13 +45,13 @@ const (
 
 // Default values of the notification settings.
 const (
-	DefaultQueueSize   = 1000
-	DefaultTimeout     = 10 * time.Second
-	DefaultMaxAttempts = 10
-	DefaultMaxAge      = time.Hour
-	DefaultBackoffBase = 5 * time.Second
-	DefaultBackoffMax  = 5 * time.Minute
-	DefaultKeepAlive   = time.Minute
+	DefaultQueueSize   = 1000             // batches per channel queue
+	DefaultTimeout     = 10 * time.Second // per attempt
+	DefaultMaxAttempts = 10               // attempts per batch
+	DefaultMaxAge      = time.Hour        // from queueing to the last attempt
+	DefaultBackoffBase = 5 * time.Second  // first retry's upper bound
+	DefaultBackoffMax  = 5 * time.Minute  // cap on any wait, Retry-After included
+	DefaultKeepAlive   = time.Minute      // Alertmanager re-post interval
 )
 
 // Config is one notification channel, as written under apps.vigil.channels[] in Caddy's

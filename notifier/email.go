@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/mail"
+	"strings"
 	"time"
 
 	sasl "github.com/emersion/go-sasl"
@@ -128,6 +129,11 @@ func (e *Email) deliver(ctx context.Context, op string, rcpts []string, data []b
 	case TLSStartTLS:
 		c, err = smtp.NewClientStartTLS(conn, e.tlsConfig)
 		if err != nil {
+			// go-smtp has no exported error for this; without STARTTLS no retry can help,
+			// and sending the password in clear is not an option.
+			if strings.Contains(err.Error(), "doesn't support STARTTLS") {
+				return Permanent(fmt.Errorf("%s: the server does not offer STARTTLS (set tls implicit for port 465)", op))
+			}
 			return smtpError(ctx, op+": STARTTLS", err)
 		}
 	default:

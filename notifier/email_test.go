@@ -72,11 +72,11 @@ type receivedMail struct {
 // smtpServer is a real SMTP server (go-smtp) that accepts one user.
 type smtpServer struct {
 	addr      string
+	mechs     []string
+	mu        sync.Mutex // guards what follows: tests change it while the server runs
 	user      string
 	password  string
-	mechs     []string
 	failRcpt  *smtp.SMTPError // returned for every RCPT when set
-	mu        sync.Mutex
 	delivered []receivedMail
 }
 
@@ -90,7 +90,10 @@ func (s *smtpSession) AuthMechanisms() []string { return s.srv.mechs }
 
 func (s *smtpSession) Auth(mech string) (sasl.Server, error) {
 	check := func(user, pass string) error {
-		if user != s.srv.user || pass != s.srv.password {
+		s.srv.mu.Lock()
+		wantUser, wantPass := s.srv.user, s.srv.password
+		s.srv.mu.Unlock()
+		if user != wantUser || pass != wantPass {
 			// Echoes the password, as a careless server might: the client must not repeat it.
 			return &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "bad credentials " + pass}
 		}
@@ -134,7 +137,7 @@ func (l *loginServer) Next(response []byte) ([]byte, bool, error) {
 }
 
 func (s *smtpSession) Mail(from string, _ *smtp.MailOptions) error {
-	if s.cur.authUser == "" && s.srv.user != "" {
+	if s.cur.authUser == "" {
 		return smtp.ErrAuthRequired
 	}
 	s.cur.from = from
@@ -142,8 +145,11 @@ func (s *smtpSession) Mail(from string, _ *smtp.MailOptions) error {
 }
 
 func (s *smtpSession) Rcpt(to string, _ *smtp.RcptOptions) error {
-	if s.srv.failRcpt != nil {
-		return s.srv.failRcpt
+	s.srv.mu.Lock()
+	fail := s.srv.failRcpt
+	s.srv.mu.Unlock()
+	if fail != nil {
+		return fail
 	}
 	s.cur.rcpts = append(s.cur.rcpts, to)
 	return nil
@@ -171,21 +177,24 @@ func (s *smtpServer) messages() []receivedMail {
 	return slices.Clone(s.delivered)
 }
 
-// startSMTP runs an SMTP server on loopback with STARTTLS (or implicit TLS) until the end
-// of the test; it returns the server and the pool that trusts its certificate.
-func startSMTP(t *testing.T, implicit bool, mechs ...string) (*smtpServer, *x509.CertPool) {
+// startSMTP runs an SMTP server on loopback until the end of the test, speaking TLS as mode
+// says (TLSStartTLS, TLSImplicit, or TLSNone for a server without TLS); it returns the
+// server and the pool that trusts its certificate.
+func startSMTP(t *testing.T, mode string, mechs ...string) (*smtpServer, *x509.CertPool) {
 	t.Helper()
 	cert, pool := testCert(t)
 	srv := &smtpServer{user: "alerts", password: "smtp-pa55-word", mechs: mechs}
 	be := smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) { return &smtpSession{srv: srv, conn: c}, nil })
 	s := smtp.NewServer(be)
 	s.Domain = "localhost"
-	s.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
+	if mode != TLSNone {
+		s.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
+	}
 	s.ReadTimeout, s.WriteTimeout = 5*time.Second, 5*time.Second
 	s.ErrorLog = nopSMTPLog{}
 	var l net.Listener
 	var err error
-	if implicit {
+	if mode == TLSImplicit {
 		l, err = tls.Listen("tcp", "127.0.0.1:0", s.TLSConfig)
 	} else {
 		l, err = net.Listen("tcp", "127.0.0.1:0")
@@ -301,7 +310,11 @@ func TestEmailAlert(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			srv, pool := startSMTP(t, tt.implicit, tt.mechs...)
+			mode := TLSStartTLS
+			if tt.implicit {
+				mode = TLSImplicit
+			}
+			srv, pool := startSMTP(t, mode, tt.mechs...)
 			ch := newTestChannel(t, Config{Name: "mail", Type: TypeEmail, SMTP: srv.addr, TLS: tt.tls, Username: "alerts",
 				Password: "smtp-pa55-word", From: "Vigil <alerts@example.com>", To: []string{"ops@example.com", "Oncall <oncall@example.com>"}},
 				Options{TLSConfig: &tls.Config{RootCAs: pool}})
@@ -363,7 +376,7 @@ func TestEmailAlert(t *testing.T) {
 }
 
 func TestEmailSendMailBcc(t *testing.T) {
-	srv, pool := startSMTP(t, false, sasl.Plain)
+	srv, pool := startSMTP(t, TLSStartTLS, sasl.Plain)
 	ch := newTestChannel(t, Config{Name: "mail", Type: TypeEmail, SMTP: srv.addr, Username: "alerts", Password: "smtp-pa55-word",
 		From: "alerts@example.com", To: []string{"ops@example.com"}}, Options{TLSConfig: &tls.Config{RootCAs: pool}})
 	err := ch.(*Email).SendMail(sendCtx(t), Message{
@@ -392,6 +405,7 @@ func TestEmailSendMailBcc(t *testing.T) {
 func TestEmailFailures(t *testing.T) {
 	tests := []struct {
 		name      string
+		server    string // TLS mode of the server; default STARTTLS
 		password  string
 		trust     bool
 		failRcpt  *smtp.SMTPError
@@ -399,6 +413,7 @@ func TestEmailFailures(t *testing.T) {
 		wantInErr string
 	}{
 		{name: "wrong password is permanent", password: "wrong-password", trust: true, wantInErr: "535"},
+		{name: "no STARTTLS offered is permanent", server: TLSNone, password: "smtp-pa55-word", trust: true, wantInErr: "does not offer STARTTLS"},
 		{name: "untrusted certificate is permanent", password: "smtp-pa55-word", wantInErr: "certificate"},
 		{name: "4xx on RCPT is retryable", password: "smtp-pa55-word", trust: true,
 			failRcpt: &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try later"}, wantRetry: true, wantInErr: "451"},
@@ -407,8 +422,14 @@ func TestEmailFailures(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			srv, pool := startSMTP(t, false, sasl.Plain)
+			mode := tt.server
+			if mode == "" {
+				mode = TLSStartTLS
+			}
+			srv, pool := startSMTP(t, mode, sasl.Plain)
+			srv.mu.Lock()
 			srv.failRcpt = tt.failRcpt
+			srv.mu.Unlock()
 			opts := Options{}
 			if tt.trust {
 				opts.TLSConfig = &tls.Config{RootCAs: pool}

@@ -58,6 +58,7 @@ type Queue struct {
 	closed  bool
 
 	wg          sync.WaitGroup // one per worker goroutine, removed ones included
+	abandoned   atomic.Int64   // batches given up because Close's deadline passed
 	unknownLogs atomic.Int64   // Unix nanoseconds of the last "unknown channel" log line
 	unknownSkip atomic.Int64   // batches for unknown channels since that line
 }
@@ -149,9 +150,11 @@ func (q *Queue) logUnknown(name string) {
 }
 
 // Update replaces the channels on a configuration reload. A channel whose name remains
-// keeps its queue, its counters and its worker, and sends through the new Channel from the
-// next attempt on; a new name gets a new queue; the batches queued for a name that is gone
-// are recorded as failed ("channel removed"), and its attempt in flight is cancelled.
+// keeps its queue, its counters and its worker, and sends through the new Channel (with its
+// new settings) from the next attempt on; a smaller queue size applies to new batches, none
+// already queued is dropped. A new name gets a new queue. The batches queued for a name
+// that is gone are recorded as failed ("channel removed"), and its attempt in flight is
+// cancelled.
 func (q *Queue) Update(channels []Channel) error {
 	if err := checkChannels(channels); err != nil {
 		return err
@@ -203,7 +206,6 @@ func (q *Queue) Close(ctx context.Context) error {
 		q.wg.Wait()
 		close(done)
 	}()
-	var err error
 	select {
 	case <-done:
 	case <-ctx.Done():
@@ -211,10 +213,12 @@ func (q *Queue) Close(ctx context.Context) error {
 			w.cancel(errStopped)
 		}
 		<-done
-		err = fmt.Errorf("notifier: stopped before every queued batch was delivered: %w", context.Cause(ctx))
 	}
 	q.records.close()
-	return err
+	if n := q.abandoned.Load(); n > 0 {
+		return fmt.Errorf("notifier: %d batches left undelivered when stopping: %w", n, context.Cause(ctx))
+	}
+	return nil
 }
 
 // ChannelStats are a channel's delivery counters since it was added, in batches (one

@@ -95,8 +95,10 @@ func TestSecretsNeverLeak(t *testing.T) {
 			}
 		}},
 		{name: "email password", setup: func(t *testing.T) setup {
-			srv, pool := startSMTP(t, false, sasl.Plain)
+			srv, pool := startSMTP(t, TLSStartTLS, sasl.Plain)
+			srv.mu.Lock()
 			srv.password = "the-right-one" // the server refuses, echoing the password it got
+			srv.mu.Unlock()
 			return setup{
 				cfg: Config{Name: "c", Type: TypeEmail, SMTP: srv.addr, Username: "alerts", Password: "{env.SMTP_PASSWORD}",
 					From: "alerts@example.com", To: []string{"ops@example.com"}},

@@ -63,17 +63,16 @@ func (w *worker) current() (Channel, QueueConfig) {
 
 // replace swaps the channel (on Update), handing over any state it keeps for its receiver.
 func (w *worker) replace(ch Channel, set QueueConfig) {
+	old, _ := w.current()
+	if a, ok := ch.(interface{ adopt(Channel) }); ok && old != ch {
+		a.adopt(old) // before the worker can send through ch
+	}
 	w.mu.Lock()
-	old := w.ch
 	w.ch, w.set = ch, set
 	w.mu.Unlock()
-	if old == ch {
-		return
+	if old != ch {
+		closeIdle(old)
 	}
-	if a, ok := ch.(interface{ adopt(Channel) }); ok {
-		a.adopt(old)
-	}
-	closeIdle(old)
 	w.signal()
 }
 
@@ -307,6 +306,9 @@ func (w *worker) deliver(it item) {
 // giveUp records it as failed.
 func (w *worker) giveUp(it item, attempts int, reason string) {
 	w.failed.Add(1)
+	if w.ctx.Err() != nil && context.Cause(w.ctx) == errStopped {
+		w.q.abandoned.Add(1)
+	}
 	w.q.records.add(it.batch.Events, alert.Delivery{Channel: w.name, Status: alert.DeliveryFailed, Attempts: attempts, Error: reason, Time: w.q.now()})
 	w.q.log.Error("notifier: delivery failed", "channel", w.name, "events", len(it.batch.Events), "attempts", attempts, "error", reason)
 }
