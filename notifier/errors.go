@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -166,11 +167,14 @@ func transportError(ctx context.Context, op string, err error) error {
 		err = ue.Err
 	}
 	if ctx.Err() != nil {
+		cause := context.Cause(ctx)
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			err = errors.New("no answer before the attempt timeout")
-		} else {
-			err = context.Cause(ctx)
+			cause = errors.New("no answer before the attempt timeout")
 		}
+		if inner := err.Error(); inner != ctx.Err().Error() && inner != context.Cause(ctx).Error() {
+			cause = fmt.Errorf("%w (%s)", cause, inner) // says where it stopped: lookup, dial, TLS
+		}
+		err = cause
 	}
 	return &DeliveryError{Op: op, Retryable: !isCertificateError(err), Err: err}
 }

@@ -153,11 +153,16 @@ func (w *worker) run() {
 }
 
 // loop delivers batches until the worker is done (true), or until a panic (false: run
-// logs it and loops again).
+// logs it and loops again, the batch in flight given up so that it cannot panic again).
 func (w *worker) loop() (done bool) {
+	var current *item
 	defer func() {
 		if p := recover(); p != nil {
 			w.q.log.Error("notifier: worker panicked; continuing", "channel", w.name, "panic", p, "stack", string(debug.Stack()))
+			if current != nil {
+				w.giveUp(*current, 0, fmt.Sprintf("notifier bug: worker panicked: %v", p))
+				w.pop()
+			}
 			done = false
 		}
 	}()
@@ -166,12 +171,19 @@ func (w *worker) loop() (done bool) {
 		if !ok {
 			return true
 		}
+		current = &it
 		w.deliver(it)
-		w.mu.Lock()
-		w.items[0] = item{}
-		w.items = w.items[1:]
-		w.mu.Unlock()
+		current = nil
+		w.pop()
 	}
+}
+
+// pop removes the batch in flight from the queue.
+func (w *worker) pop() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.items[0] = item{}
+	w.items = w.items[1:]
 }
 
 // next waits for the next batch; false when the worker must end.
@@ -237,8 +249,14 @@ func (w *worker) keepAliveDue() (KeepAliver, *time.Timer) {
 	return ka, time.NewTimer(max(0, time.Until(w.lastKeep.Add(ka.KeepAliveInterval()))))
 }
 
-// keepAlive runs one keep-alive; failures are logged, the next one tries again.
+// keepAlive runs one keep-alive; failures (panics included) are logged, the next one
+// tries again.
 func (w *worker) keepAlive(ka KeepAliver) {
+	defer func() {
+		if p := recover(); p != nil {
+			w.q.log.Error("notifier: keep-alive panicked", "channel", w.name, "panic", p, "stack", string(debug.Stack()))
+		}
+	}()
 	w.mu.Lock()
 	w.lastKeep = time.Now()
 	timeout := time.Duration(w.set.Timeout)
