@@ -14,9 +14,9 @@ import (
 //
 // A window is answered from whole buckets of the finest resolution that reaches back far
 // enough: 1 s buckets for windows within the last 10 minutes, 1 min buckets within 48
-// hours, 1 h buckets beyond. The buckets counted are the last Window/resolution ones up
-// to and including the one that holds End, so the newest, partly filled bucket is
-// included and the window is exact to the resolution.
+// hours, 1 h buckets beyond. The buckets counted are those that overlap the window
+// (End-Window, End), so the newest, partly filled bucket is included, and the window
+// counted is at least Window and at most one bucket longer.
 type Query struct {
 	// Filter selects calls; nil selects all.
 	Filter *Matcher
@@ -191,14 +191,20 @@ func pickResolution(res []resolution, from, now int64) int {
 	return -1
 }
 
+// windowSlots returns the slots of resolution r that overlap (end-window, end): from and
+// to inclusive.
 func windowSlots(window time.Duration, end time.Time, r resolution) (from, to int64) {
-	w := int64((window + time.Second - 1) / time.Second)
-	n := (w + r.secs - 1) / r.secs
-	if n < 1 {
-		n = 1
+	if window < time.Second {
+		window = time.Second
 	}
-	to = floorDiv(end.Unix(), r.secs)
-	return to - n, to
+	width := r.secs * int64(time.Second)
+	endNs := end.UnixNano()
+	to = floorDiv(endNs+width-1, width) - 1 // the last slot starting before end
+	from = floorDiv(endNs-int64(window), width)
+	if from > to {
+		from = to
+	}
+	return from, to
 }
 
 // Selection is a filter and grouping bound to the series they match, kept up to date as
@@ -261,10 +267,17 @@ func (sel *Selection) refresh(back int64) *view {
 // Aggregate answers the selection over the window of the given length ending at end:
 // one aggregate per group with calls in the window.
 func (sel *Selection) Aggregate(window time.Duration, end time.Time, need Need) ([]Aggregate, error) {
+	return sel.AggregateReaching(window, end, window, need)
+}
+
+// AggregateReaching is Aggregate at the resolution that reaches back reach (at least
+// window) from end, so that two windows compared with each other (this week and the
+// same window a week ago) are measured alike.
+func (sel *Selection) AggregateReaching(window time.Duration, end time.Time, reach time.Duration, need Need) ([]Aggregate, error) {
 	s := sel.store
 	s.Flush()
 	now := s.now(end)
-	startSecs := end.Unix() - int64(window/time.Second)
+	startSecs := end.Unix() - int64(max(window, reach)/time.Second)
 	v := sel.refresh(now - startSecs)
 	if v == nil {
 		q := &Query{Filter: sel.filter, GroupBy: sel.group, Window: window, End: end, Need: need}
@@ -278,6 +291,7 @@ func (sel *Selection) Aggregate(window time.Duration, end time.Time, need Need) 
 		ri = len(v.res) - 1 // beyond the horizon: answer what is kept
 	}
 	from, to := windowSlots(window, end, v.res[ri])
+	from-- // ring.window takes an exclusive start
 	statusFiltered := sel.filter != nil && sel.filter.Dims().Has(DimStatus)
 	var groups map[Labels]*Aggregate
 	var single *Aggregate // the one group of an ungrouped selection
@@ -428,16 +442,11 @@ func (x *callerIndex) aggregate(q *Query) ([]Aggregate, error) {
 	if q.Window > time.Duration(CallerHours)*time.Hour {
 		secs, n = daySecs, CallerDays
 	}
-	w := int64((q.Window + time.Second - 1) / time.Second)
-	k := (w + secs - 1) / secs
-	if k < 1 {
-		k = 1
+	from, to := windowSlots(q.Window, q.End, resolution{secs: secs, slots: n})
+	if to-from+1 > n {
+		from = to - n + 1
 	}
-	if k > n {
-		k = n
-	}
-	to := floorDiv(q.End.Unix(), secs)
-	from := to - k
+	from-- // exclusive from here on
 	startSecs := (from + 1) * secs
 	var (
 		statusFiltered bool

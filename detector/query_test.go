@@ -122,21 +122,23 @@ func (w *world) brute(f *Filter, group DimSet, window time.Duration, end time.Ti
 		}
 	}
 	r := bruteResolution(res, now, end.Unix()-int64(window/time.Second))
-	nb := (int64(window/time.Second) + r.secs - 1) / r.secs
-	if nb < 1 {
-		nb = 1
-	}
-	to := floorDiv(end.Unix(), r.secs)
-	from := to - nb
 	out := map[Labels]*bruteAgg{}
 	for i := range w.calls {
 		c := &w.calls[i]
+		// The bucket of the call must overlap the window (end-window, end).
 		slot := floorDiv(c.Time.Unix(), r.secs)
-		if slot <= from || slot > to {
+		bStart, bEnd := time.Unix(slot*r.secs, 0), time.Unix((slot+1)*r.secs, 0)
+		if !bStart.Before(end) || !bEnd.After(end.Add(-window)) {
 			continue
 		}
-		// Expired from the ring relative to the newest call.
-		if slot <= floorDiv(now, r.secs)-r.slots {
+		if r.secs == hourSecs || r.secs == daySecs {
+			// Caller history keeps at most its horizon of buckets back from the end.
+			if slot < floorDiv(end.Unix()-1, r.secs)-r.slots+1 {
+				continue
+			}
+		}
+		// Expired from the ring relative to the newest call (caller history: see below).
+		if r.secs != hourSecs && r.secs != daySecs && slot <= floorDiv(now, r.secs)-r.slots {
 			continue
 		}
 		l := LabelsOf(c)
@@ -406,8 +408,8 @@ func TestRangeMatchesAggregate(t *testing.T) {
 			}
 			for i, p := range g.Points {
 				// Point i covers [start+i*step, start+(i+1)*step): the window of that length
-				// ending in its last second.
-				pend := start.Add(time.Duration(i+1)*c.step - time.Second)
+				// ending at its end.
+				pend := start.Add(time.Duration(i+1) * c.step)
 				gf := c.f
 				want := w.brute(&gf, c.group, c.step, pend, routeResolutions)[g.Group]
 				if want == nil {
