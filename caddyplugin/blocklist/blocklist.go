@@ -170,7 +170,7 @@ func addPrefix[K comparable](sets []prefixSet[K], bits int, k K, i int32) []pref
 // does not parse as an IPv4 or IPv6 address, a cidr that does not parse as a range, a
 // source other than config or api.
 func (l *List) Add(e Entry) error {
-	e, err := normalize(e)
+	e, err := Normalize(e)
 	if err != nil {
 		return err
 	}
@@ -190,7 +190,7 @@ func (l *List) ReplaceSource(source string, entries []Entry) error {
 	for i, e := range entries {
 		e.Source = source
 		var err error
-		if clean[i], err = normalize(e); err != nil {
+		if clean[i], err = Normalize(e); err != nil {
 			return fmt.Errorf("entry %d: %w", i, err)
 		}
 	}
@@ -213,7 +213,7 @@ func (l *List) ReplaceSource(source string, entries []Entry) error {
 // a key id, a range in any form that masks to it) and returns it, or reports false when
 // there is none.
 func (l *List) Remove(kind Kind, value string) (Entry, bool) {
-	e, err := normalize(Entry{Kind: kind, Value: value})
+	e, err := Normalize(Entry{Kind: kind, Value: value})
 	if err != nil {
 		return Entry{}, false
 	}
@@ -364,8 +364,10 @@ func (l *List) publish() {
 	l.index.Store(ix)
 }
 
-// normalize checks an entry and puts its value in canonical form.
-func normalize(e Entry) (Entry, error) {
+// Normalize checks an entry and puts its value in canonical form, as Add stores it: a raw
+// API key becomes its key id, addresses and ranges their canonical text. Errors say which
+// field is wrong.
+func Normalize(e Entry) (Entry, error) {
 	kind, err := ParseKind(string(e.Kind))
 	if err != nil {
 		return Entry{}, err

@@ -1,0 +1,172 @@
+package caddyplugin
+
+import (
+	"log/slog"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/vigilgw/vigil/caddyplugin/blocklist"
+	"github.com/vigilgw/vigil/caddyplugin/endpoint"
+	"github.com/vigilgw/vigil/caddyplugin/limit"
+	"github.com/vigilgw/vigil/detector"
+)
+
+// engines holds the one engine of the process. It is reference-counted by app
+// generations: a config reload provisions the new app (a second reference) before the old
+// one is cleaned up, so the engine, and with it the history, limiter, quota and alert
+// state, survives reloads and is destroyed only at exit.
+var engines = caddy.NewUsagePool()
+
+const engineKey = "vigil"
+
+// live points at the engine of the running config, for the admin API, which Caddy
+// builds anew on every load and never cleans up: it must look the engine up per request.
+var live atomic.Pointer[engine]
+
+// engine is Vigil's per-process state. Everything in it survives config reloads.
+type engine struct {
+	store     *detector.Store
+	limiter   *limit.Memory
+	blocks    *blocklist.List // entries added at run time through the admin API
+	endpoints *endpoint.Table
+	keys      keyIDs
+	logger    *slog.Logger
+
+	// clockOffset is added to the wall clock; only the test clock (App.TestClock) sets it.
+	clockOffset atomic.Int64
+
+	// cfg is the configuration of the running app generation, swapped in by App.Start.
+	cfg atomic.Pointer[liveConfig]
+
+	loopMu  sync.Mutex
+	stop    chan struct{} // closed to stop the loop
+	done    chan struct{} // closed when the loop has stopped
+	started bool
+}
+
+// liveConfig is what the running app generation contributes to the engine.
+type liveConfig struct {
+	app      *App
+	handlers []*Handler
+	tick     time.Duration
+}
+
+func newEngine(app *App, logger *slog.Logger) *engine {
+	return &engine{
+		store: detector.New(detector.Config{
+			MaxSeries:   app.MaxSeries,
+			MaxKeys:     app.MaxKeys,
+			RecentCalls: app.RecentCalls,
+		}),
+		limiter:   limit.NewMemory(app.MaxKeys),
+		blocks:    new(blocklist.List),
+		endpoints: endpoint.NewTable(app.MaxSeries),
+		logger:    logger,
+	}
+}
+
+// blockedAtRuntime reports whether the run-time block list refuses the caller.
+func (e *engine) blockedAtRuntime(c blocklist.Caller, now time.Time) bool {
+	_, ok := e.blocks.Match(c, now)
+	return ok
+}
+
+// now is the engine's clock: the wall clock, shifted when a test has set the clock.
+func (e *engine) now() time.Time {
+	t := time.Now()
+	if off := e.clockOffset.Load(); off != 0 {
+		t = t.Add(time.Duration(off))
+	}
+	return t
+}
+
+// setClock makes now() return t from this moment on (the test clock).
+func (e *engine) setClock(t time.Time) {
+	e.clockOffset.Store(int64(t.Sub(time.Now())))
+}
+
+// start swaps in a new app generation's configuration and starts the background loop
+// the first time.
+func (e *engine) start(cfg *liveConfig) {
+	e.cfg.Store(cfg)
+	e.loopMu.Lock()
+	defer e.loopMu.Unlock()
+	if e.started {
+		return
+	}
+	e.started = true
+	e.stop, e.done = make(chan struct{}), make(chan struct{})
+	storeDone := make(chan struct{})
+	go func() {
+		defer close(storeDone)
+		e.store.Run(e.stop)
+	}()
+	go func() {
+		e.loop()
+		<-storeDone
+		close(e.done)
+	}()
+}
+
+// loop runs every tick: it sweeps expired series and block-list entries. Alert
+// evaluation hooks in here.
+func (e *engine) loop() {
+	tick := time.Second
+	if c := e.cfg.Load(); c != nil && c.tick > 0 {
+		tick = c.tick
+	}
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	var lastSweep time.Time
+	for {
+		select {
+		case <-e.stop:
+			return
+		case <-t.C:
+		}
+		if c := e.cfg.Load(); c != nil && c.tick > 0 && c.tick != tick {
+			tick = c.tick
+			t.Reset(tick)
+		}
+		now := e.now()
+		e.safely("tick", func() {
+			if now.Sub(lastSweep) >= time.Minute {
+				lastSweep = now
+				e.store.Sweep(now)
+				e.blocks.Prune(now)
+			}
+		})
+	}
+}
+
+// safely runs fn, logging instead of crashing when it panics: a bug in evaluation must
+// not take the gateway down.
+func (e *engine) safely(what string, fn func()) {
+	defer func() {
+		if r := recover(); r != nil {
+			e.logger.Error("panic in vigil engine", "where", what, "panic", r, "stack", string(debug.Stack()))
+		}
+	}()
+	fn()
+}
+
+// Destruct stops the engine when the last app generation lets go of it (process exit,
+// or a config without vigil).
+func (e *engine) Destruct() error {
+	e.loopMu.Lock()
+	started := e.started
+	e.started = false
+	e.loopMu.Unlock()
+	if started {
+		close(e.stop)
+		<-e.done
+	}
+	live.CompareAndSwap(e, nil)
+	return nil
+}
+
+var _ caddy.Destructor = (*engine)(nil)

@@ -1,0 +1,540 @@
+package caddyplugin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/vigilgw/vigil/caddyplugin/blocklist"
+	"github.com/vigilgw/vigil/caddyplugin/endpoint"
+	"github.com/vigilgw/vigil/caddyplugin/identity"
+	"github.com/vigilgw/vigil/caddyplugin/limit"
+	"github.com/vigilgw/vigil/detector"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+}
+
+// Handler is the vigil gateway handler (http.handlers.vigil). For every request it
+// identifies the caller, refuses blocked callers (403), counts quotas and applies rate
+// limits (429), passes the request on, and records the call (blocked and limited ones
+// too) into the engine's store. Responses of a site with limits carry the IETF
+// RateLimit-Policy and RateLimit header fields.
+//
+// Vigil writes its own JSON 403 and 429 answers instead of going through handle_errors,
+// so that the body, Retry-After and RateLimit fields are always right.
+type Handler struct {
+	// Identify says where the caller's identity comes from. Each value is a placeholder
+	// (such as {http.request.header.X-User-Id}) or a constant. A missing identity is
+	// "anonymous". The user defaults to {http.auth.user.id}, set by basic_auth and
+	// forward_auth.
+	Identify *Identify `json:"identify,omitempty"`
+
+	// Endpoints are route templates such as /users/{id}/orders: a request whose path
+	// matches one is recorded under it. Other paths are normalised (numeric, UUID, long
+	// hex and token-like segments become {id}).
+	Endpoints []string `json:"endpoints,omitempty"`
+
+	// Block lists callers refused with 403. More can be added at run time through the
+	// admin API (POST /vigil/blocklist), for all sites.
+	Block []BlockRule `json:"block,omitempty"`
+
+	// RateLimits are token buckets; a call must have a token in every one of them.
+	RateLimits []RateLimit `json:"rate_limits,omitempty"`
+
+	// Quotas count calls per day or calendar month; a call over any of them is refused.
+	Quotas []Quota `json:"quotas,omitempty"`
+
+	// Upstream, when set, is the name calls of this site are recorded under as their
+	// upstream, instead of the host:port reverse_proxy dialled.
+	Upstream string `json:"upstream,omitempty"`
+
+	// Scope separates the limiter and quota state of this handler from other handlers
+	// that declare limits of the same name. Without it, handlers share the state of
+	// limits with the same name (so a caller's budget spans every site that declares it).
+	Scope string `json:"scope,omitempty"`
+
+	eng       *engine
+	logger    *slog.Logger
+	ids       [3]identSource // user, company, key
+	templates *endpoint.Templates
+	blocks    *blocklist.List
+	limits    []limitPolicy
+	quotas    []quotaPolicy
+	// policyHeader is the RateLimit-Policy value of the token buckets (constant).
+	policyHeader []byte
+	hasLimits    bool
+}
+
+// Identify says where a caller's identity comes from.
+type Identify struct {
+	// User is the user id.
+	User string `json:"user,omitempty"`
+	// Company is the company (account, tenant) id.
+	Company string `json:"company,omitempty"`
+	// Key is the API key. It is never kept: only its short hash ("key:3f2a9c1e") is.
+	Key string `json:"key,omitempty"`
+}
+
+// BlockRule is one block-list entry of the configuration.
+type BlockRule struct {
+	// Kind is user, company, key, ip or cidr.
+	Kind string `json:"kind"`
+	// Value is the user, company, API key (raw or its key: id), IP address or CIDR range.
+	Value string `json:"value"`
+}
+
+// RateLimit is a token bucket per caller.
+type RateLimit struct {
+	// Key says what a bucket is kept per: user, company, key, ip or endpoint. Calls with no
+	// user (company, key) are limited per client IP instead.
+	Key string `json:"key"`
+	// Rate is the refill rate: "100/s", "1000/m", "10/h", "5000/d", "30/10s".
+	Rate string `json:"rate"`
+	// Burst is the bucket size: how many calls are allowed at once. Default: the rate's
+	// count.
+	Burst int64 `json:"burst,omitempty"`
+	// Name names the limit in the RateLimit header fields and in shared state. Default:
+	// the key ("user"), with "-2", "-3"... for further limits on the same key.
+	Name string `json:"name,omitempty"`
+}
+
+// Quota is a count of calls per caller per day or calendar month.
+type Quota struct {
+	// Key says what the quota is counted per: user, company, key or ip. Calls with no
+	// user (company, key) are counted per client IP instead.
+	Key string `json:"key"`
+	// Limit is the number of calls per period: "100000/month" or "1000/day".
+	Limit string `json:"limit"`
+	// Timezone is the IANA time zone whose days and months the quota follows. Default UTC.
+	Timezone string `json:"timezone,omitempty"`
+	// Name names the quota in the RateLimit header fields and in shared state. Default:
+	// key and period ("user-month").
+	Name string `json:"name,omitempty"`
+}
+
+type limitPolicy struct {
+	name        string
+	kind        string
+	id, anonID  string // policy ids for identified and anonymous (per IP) callers
+	rate        limit.Rate
+	burst       int64
+	headerQ     int64
+	headerW     int64
+	headerBurst int64
+}
+
+type quotaPolicy struct {
+	name       string
+	kind       string
+	id, anonID string
+	quota      limit.Quota
+	loc        *time.Location
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.vigil",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// Provision compiles the configuration and finds the engine.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Slogger()
+	appIface, err := ctx.App("vigil")
+	if err != nil {
+		return fmt.Errorf("getting vigil app: %w", err)
+	}
+	app := appIface.(*App)
+	h.eng = app.engine
+
+	id := Identify{User: "{http.auth.user.id}"}
+	if h.Identify != nil {
+		if h.Identify.User != "" {
+			id.User = h.Identify.User
+		}
+		id.Company, id.Key = h.Identify.Company, h.Identify.Key
+	}
+	h.ids = [3]identSource{compileIdent(id.User), compileIdent(id.Company), compileIdent(id.Key)}
+
+	if h.templates, err = endpoint.Compile(h.Endpoints); err != nil {
+		return fmt.Errorf("endpoints: %w", err)
+	}
+
+	h.blocks = new(blocklist.List)
+	for i, b := range h.Block {
+		kind, err := blocklist.ParseKind(b.Kind)
+		if err != nil {
+			return fmt.Errorf("block[%d].kind: %w", i, err)
+		}
+		if kind == blocklist.IP && strings.Contains(b.Value, "/") {
+			kind = blocklist.CIDR
+		}
+		if err := h.blocks.Add(blocklist.Entry{Kind: kind, Value: b.Value, Source: "config"}); err != nil {
+			return fmt.Errorf("block[%d]: %w", i, err)
+		}
+	}
+
+	names := map[string]bool{}
+	uniqueName := func(given, base string) string {
+		if given != "" {
+			return given
+		}
+		n := base
+		for i := 2; names[n]; i++ {
+			n = base + "-" + strconv.Itoa(i)
+		}
+		return n
+	}
+	for i, rl := range h.RateLimits {
+		if !validLimitKey(rl.Key, true) {
+			return fmt.Errorf("rate_limits[%d].key: unknown kind %q (want user, company, key, ip or endpoint)", i, rl.Key)
+		}
+		rate, err := limit.ParseRate(rl.Rate)
+		if err != nil {
+			return fmt.Errorf("rate_limits[%d].rate: %w", i, err)
+		}
+		if rl.Burst < 0 {
+			return fmt.Errorf("rate_limits[%d].burst: must not be negative", i)
+		}
+		name := uniqueName(rl.Name, rl.Key)
+		if names[name] {
+			return fmt.Errorf("rate_limits[%d].name: %q is used twice", i, name)
+		}
+		if err := limit.CheckName(name); err != nil {
+			return fmt.Errorf("rate_limits[%d].name: %w", i, err)
+		}
+		names[name] = true
+		p := limitPolicy{name: name, kind: rl.Key, rate: rate, burst: rl.Burst}
+		p.id = h.Scope + "/rl/" + name
+		p.anonID = p.id + "/ip"
+		p.headerQ, p.headerW = rate.PolicyParams()
+		p.headerBurst = limit.Policy{Rate: rate, Burst: rl.Burst}.Capacity()
+		h.limits = append(h.limits, p)
+	}
+	for i, q := range h.Quotas {
+		if !validLimitKey(q.Key, false) {
+			return fmt.Errorf("quotas[%d].key: unknown kind %q (want user, company, key or ip)", i, q.Key)
+		}
+		quota, err := limit.ParseQuota(q.Limit)
+		if err != nil {
+			return fmt.Errorf("quotas[%d].limit: %w", i, err)
+		}
+		loc := time.UTC
+		if q.Timezone != "" {
+			if loc, err = time.LoadLocation(q.Timezone); err != nil {
+				return fmt.Errorf("quotas[%d].timezone: %w", i, err)
+			}
+		}
+		name := uniqueName(q.Name, q.Key+"-"+quota.Period.String())
+		if names[name] {
+			return fmt.Errorf("quotas[%d].name: %q is used twice", i, name)
+		}
+		if err := limit.CheckName(name); err != nil {
+			return fmt.Errorf("quotas[%d].name: %w", i, err)
+		}
+		names[name] = true
+		p := quotaPolicy{name: name, kind: q.Key, quota: quota, loc: loc}
+		p.id = h.Scope + "/q/" + name
+		p.anonID = p.id + "/ip"
+		h.quotas = append(h.quotas, p)
+	}
+	if len(h.limits) > maxPolicies || len(h.quotas) > maxPolicies {
+		return fmt.Errorf("at most %d rate limits and %d quotas per handler", maxPolicies, maxPolicies)
+	}
+	h.hasLimits = len(h.limits)+len(h.quotas) > 0
+	for _, p := range h.limits {
+		h.policyHeader = limit.AppendPolicy(h.policyHeader, p.name, p.headerQ, p.headerW, p.headerBurst)
+	}
+	app.register(h)
+	return nil
+}
+
+// maxPolicies bounds the limits and quotas of one handler, so that their per-request
+// state fits in fixed arrays on the stack.
+const maxPolicies = 8
+
+// ServeHTTP identifies, checks and records the call.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	start := time.Now()
+	e := h.eng
+	now := e.now()
+	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+
+	c := detector.Call{
+		Time:    now,
+		Method:  detector.CanonicalMethod(r.Method),
+		Path:    r.URL.Path,
+		User:    orAnonymous(h.ids[0].get(r, repl)),
+		Company: orAnonymous(h.ids[1].get(r, repl)),
+		BytesIn: max(r.ContentLength, 0),
+	}
+	if raw := h.ids[2].get(r, repl); raw != "" {
+		c.Key = e.keyID(raw)
+	} else {
+		c.Key = identity.Anonymous
+	}
+	ipStr, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
+	if ip, err := netip.ParseAddr(ipStr); err == nil {
+		c.IP = ip.Unmap().WithZone("")
+	}
+	var epBuf [256]byte
+	c.Endpoint = e.endpoints.Intern(h.templates.Append(epBuf[:0], r.URL.Path))
+
+	// Block list: this site's entries, then the run-time ones.
+	caller := blocklist.Caller{User: c.User, Company: c.Company, Key: c.Key, IP: c.IP}
+	if _, blocked := h.blocks.Match(caller, now); blocked || e.blockedAtRuntime(caller, now) {
+		c.Blocked = true
+		c.Status = http.StatusForbidden
+		h.refuse(w, repl, http.StatusForbidden, "blocked", nil, 0)
+		h.finish(&c, start, repl)
+		return nil
+	}
+
+	if h.hasLimits {
+		if refused := h.limit(w, r, repl, &c, ipStr, now); refused {
+			c.Limited = true
+			c.Status = http.StatusTooManyRequests
+			h.finish(&c, start, repl)
+			return nil
+		}
+	}
+
+	sw := newStatusWriter(w)
+	err := next.ServeHTTP(sw, r)
+	c.Status, c.BytesOut = sw.status, int64(sw.size)
+	if err != nil {
+		c.Status = http.StatusInternalServerError
+		var he caddyhttp.HandlerError
+		if errors.As(err, &he) && he.StatusCode != 0 {
+			c.Status = he.StatusCode
+		}
+		c.Failure = classifyFailure(err)
+	} else if c.Status == 0 {
+		c.Status = http.StatusOK // nothing written: net/http answers 200
+	}
+	if repl != nil {
+		if up, ok := repl.GetString("http.reverse_proxy.upstream.hostport"); ok && up != "" {
+			c.Upstream = up
+			if h.Upstream != "" {
+				c.Upstream = h.Upstream
+			}
+			if c.Failure == detector.FailureNone && c.Status >= 500 {
+				c.Failure = detector.FailureStatus
+			}
+		}
+	}
+	if c.Upstream == "" && h.Upstream != "" && c.Failure != detector.FailureNone {
+		c.Upstream = h.Upstream // the proxy failed before it set the placeholder
+	}
+	sw.release()
+	h.finish(&c, start, repl)
+	return err
+}
+
+// finish records the call.
+func (h *Handler) finish(c *detector.Call, start time.Time, repl *caddy.Replacer) {
+	c.Latency = time.Since(start)
+	c.Time = h.eng.now() // calls are counted when they complete
+	if c.Status >= 400 && repl != nil {
+		// Failed calls carry the request id of the access log, for samples in alerts.
+		c.RequestID, _ = repl.GetString("http.request.uuid")
+	}
+	h.eng.store.Record(c)
+}
+
+// limit counts quotas and takes rate-limit tokens, sets the RateLimit header fields,
+// and refuses the call with 429 when a limit or quota is exhausted.
+func (h *Handler) limit(w http.ResponseWriter, r *http.Request, repl *caddy.Replacer, c *detector.Call, ip string, now time.Time) (refused bool) {
+	e := h.eng
+	ctx := r.Context()
+	var (
+		qd      [maxPolicies]limit.QuotaDecision
+		counted int
+		hdr     [512]byte
+		rl      = hdr[:0]
+	)
+	// Quotas first, so that a call refused by a rate limit can be given back.
+	for i := range h.quotas {
+		p := &h.quotas[i]
+		pid, key := p.id, h.callerKey(p.kind, c, ip)
+		if key == "" {
+			pid, key = p.anonID, ip
+		}
+		d, err := e.limiter.AddQuota(ctx, pid, key, p.quota, p.loc, now, 1)
+		if err != nil {
+			h.logger.Warn("quota store failed; allowing the call", "quota", p.name, "error", err)
+			continue
+		}
+		qd[i] = d
+		if !d.Allowed {
+			h.giveBackQuotas(ctx, c, ip, now, counted)
+			_, t := d.RateLimitParams(now)
+			rl = limit.AppendRateLimit(rl, p.name, 0, t)
+			h.setHeaders(w, rl, now, qd[:i+1])
+			h.refuse(w, repl, http.StatusTooManyRequests, "quota exceeded", []string{p.name}, t)
+			return true
+		}
+		counted = i + 1
+	}
+	if len(h.limits) > 0 {
+		var (
+			reqs [maxPolicies]limit.Request
+			out  [maxPolicies]limit.Decision
+		)
+		for i := range h.limits {
+			p := &h.limits[i]
+			pid, key := p.id, h.callerKey(p.kind, c, ip)
+			if key == "" {
+				pid, key = p.anonID, ip
+			}
+			reqs[i] = limit.Request{PolicyID: pid, Key: key, Rate: p.rate, Burst: p.burst}
+		}
+		n := len(h.limits)
+		ok, err := e.limiter.Take(ctx, reqs[:n], now, out[:n])
+		if err != nil {
+			h.logger.Warn("rate limiter failed; allowing the call", "error", err)
+			ok = true
+			n = 0
+		}
+		var violated []string
+		var retry int64
+		for i := 0; i < n; i++ {
+			r, t := out[i].RateLimitParams()
+			rl = limit.AppendRateLimit(rl, h.limits[i].name, r, t)
+			if !out[i].Allowed {
+				violated = append(violated, h.limits[i].name)
+				retry = max(retry, out[i].RetryAfterSeconds())
+			}
+		}
+		if !ok {
+			h.giveBackQuotas(ctx, c, ip, now, counted)
+			h.setHeaders(w, rl, now, nil)
+			h.refuse(w, repl, http.StatusTooManyRequests, "rate limit exceeded", violated, retry)
+			return true
+		}
+	}
+	for i := 0; i < counted; i++ {
+		r, t := qd[i].RateLimitParams(now)
+		rl = limit.AppendRateLimit(rl, h.quotas[i].name, r, t)
+	}
+	h.setHeaders(w, rl, now, qd[:counted])
+	return false
+}
+
+func (h *Handler) giveBackQuotas(ctx context.Context, c *detector.Call, ip string, now time.Time, n int) {
+	for i := 0; i < n; i++ {
+		p := &h.quotas[i]
+		pid, key := p.id, h.callerKey(p.kind, c, ip)
+		if key == "" {
+			pid, key = p.anonID, ip
+		}
+		_, _ = h.eng.limiter.AddQuota(ctx, pid, key, p.quota, p.loc, now, -1)
+	}
+}
+
+// setHeaders sets RateLimit-Policy (token buckets, then the quotas' current periods) and
+// RateLimit.
+func (h *Handler) setHeaders(w http.ResponseWriter, rl []byte, now time.Time, quotas []limit.QuotaDecision) {
+	policy := h.policyHeader
+	if len(quotas) > 0 {
+		var buf [256]byte
+		policy = append(buf[:0], h.policyHeader...)
+		for i := range quotas {
+			q, wnd := quotas[i].PolicyParams()
+			policy = limit.AppendPolicy(policy, h.quotas[i].name, q, wnd, q)
+		}
+	}
+	vals := make([]string, 2)
+	vals[0], vals[1] = string(policy), string(rl)
+	hdr := w.Header()
+	hdr["Ratelimit-Policy"] = vals[0:1:1]
+	hdr["Ratelimit"] = vals[1:2:2]
+}
+
+// callerKey returns the caller's value for a limit kind, or "" when the caller has none
+// (anonymous), in which case the limit applies per client IP.
+func (h *Handler) callerKey(kind string, c *detector.Call, ip string) string {
+	var v string
+	switch kind {
+	case "user":
+		v = c.User
+	case "company":
+		v = c.Company
+	case "key":
+		v = c.Key
+	case "ip":
+		return ip
+	case "endpoint":
+		return c.Endpoint
+	}
+	if v == identity.Anonymous {
+		return ""
+	}
+	return v
+}
+
+// refuse writes Vigil's JSON answer for a refused call: {"error", "request_id"}, plus, for
+// 429, the problem type and the violated policies, and Retry-After.
+func (h *Handler) refuse(w http.ResponseWriter, repl *caddy.Replacer, status int, msg string, violated []string, retryAfter int64) {
+	var reqID string
+	if repl != nil {
+		reqID, _ = repl.GetString("http.request.uuid")
+	}
+	hdr := w.Header()
+	if status == http.StatusTooManyRequests {
+		hdr.Set("Retry-After", strconv.FormatInt(max(retryAfter, 1), 10))
+		hdr.Set("Content-Type", "application/problem+json")
+	} else {
+		hdr.Set("Content-Type", "application/json")
+	}
+	hdr.Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	b := make([]byte, 0, 256)
+	b = append(b, `{"error":`...)
+	b = strconv.AppendQuote(b, msg)
+	b = append(b, `,"request_id":`...)
+	b = strconv.AppendQuote(b, reqID)
+	if status == http.StatusTooManyRequests {
+		typ := "https://iana.org/assignments/http-problem-types#quota-exceeded"
+		b = append(b, `,"type":`...)
+		b = strconv.AppendQuote(b, typ)
+		b = append(b, `,"title":`...)
+		b = strconv.AppendQuote(b, msg)
+		b = append(b, `,"status":429,"violated-policies":[`...)
+		for i, v := range violated {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = strconv.AppendQuote(b, v)
+		}
+		b = append(b, ']')
+	}
+	b = append(b, "}\n"...)
+	_, _ = w.Write(b)
+}
+
+func orAnonymous(s string) string {
+	if s == "" {
+		return identity.Anonymous
+	}
+	return s
+}
+
+// Interface guards.
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+)

@@ -1,0 +1,111 @@
+package caddyplugin
+
+import (
+	"net/http"
+	"net/textproto"
+	"strings"
+	"sync"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/vigilgw/vigil/caddyplugin/identity"
+)
+
+// identSource reads one identity (user, company or API key) from a request. It is
+// compiled once from the configured value, so that the common forms cost a map lookup
+// per request instead of a placeholder expansion.
+type identSource struct {
+	kind  identKind
+	value string // the constant, the canonical header name, or the placeholder key
+}
+
+type identKind uint8
+
+const (
+	identNone        identKind = iota // not configured
+	identConst                        // a constant
+	identHeader                       // exactly {http.request.header.NAME}
+	identClientIP                     // {http.vars.client_ip} / {client_ip}
+	identPlaceholder                  // any other single placeholder
+	identTemplate                     // text mixing placeholders and constants
+)
+
+func compileIdent(v string) identSource {
+	v = strings.TrimSpace(v)
+	switch {
+	case v == "":
+		return identSource{}
+	case !strings.Contains(v, "{"):
+		return identSource{kind: identConst, value: v}
+	}
+	if strings.HasPrefix(v, "{") && strings.HasSuffix(v, "}") && strings.Count(v, "{") == 1 {
+		key := v[1 : len(v)-1]
+		switch {
+		case strings.HasPrefix(key, "http.request.header."):
+			return identSource{kind: identHeader, value: textproto.CanonicalMIMEHeaderKey(strings.TrimPrefix(key, "http.request.header."))}
+		case key == "http.vars.client_ip" || key == "client_ip":
+			return identSource{kind: identClientIP}
+		}
+		return identSource{kind: identPlaceholder, value: key}
+	}
+	return identSource{kind: identTemplate, value: v}
+}
+
+// get returns the identity, or "" when the request carries none. Repeated headers give
+// their first value.
+func (s *identSource) get(r *http.Request, repl *caddy.Replacer) string {
+	switch s.kind {
+	case identConst:
+		return s.value
+	case identHeader:
+		if vs := r.Header[s.value]; len(vs) > 0 {
+			return strings.TrimSpace(vs[0])
+		}
+	case identClientIP:
+		ip, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
+		return ip
+	case identPlaceholder:
+		if repl != nil {
+			v, _ := repl.GetString(s.value)
+			return v
+		}
+	case identTemplate:
+		if repl != nil {
+			return strings.TrimSpace(repl.ReplaceKnown(s.value, ""))
+		}
+	}
+	return ""
+}
+
+// keyIDs interns the key ids of API keys seen, so that hashing a key costs no allocation
+// once the key is known. Bounded: beyond maxKeyIDs new ids are made per request.
+type keyIDs struct {
+	mu sync.RWMutex
+	m  map[string]string // key id -> the same, interned
+}
+
+const maxKeyIDs = 100000
+
+// keyID returns the short hash ("key:3f2a9c1e") of a raw API key.
+func (e *engine) keyID(raw string) string {
+	var buf [identity.KeyIDLen]byte
+	b := identity.AppendKeyID(buf[:0], raw)
+	k := &e.keys
+	k.mu.RLock()
+	s, ok := k.m[string(b)]
+	k.mu.RUnlock()
+	if ok {
+		return s
+	}
+	s = string(b)
+	k.mu.Lock()
+	if k.m == nil {
+		k.m = make(map[string]string)
+	}
+	if len(k.m) < maxKeyIDs {
+		k.m[s] = s
+	}
+	k.mu.Unlock()
+	return s
+}
