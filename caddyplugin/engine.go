@@ -86,7 +86,7 @@ func (e *engine) now() time.Time {
 
 // setClock makes now() return t from this moment on (the test clock).
 func (e *engine) setClock(t time.Time) {
-	e.clockOffset.Store(int64(t.Sub(time.Now())))
+	e.clockOffset.Store(int64(time.Until(t)))
 }
 
 // start swaps in a new app generation's configuration and starts the background loop

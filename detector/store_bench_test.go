@@ -113,6 +113,15 @@ func BenchmarkMemoryCallers(b *testing.B) {
 	}
 }
 
+// BenchmarkMemoryCallersOverCap records 10,000,000 distinct user ids into a store capped
+// at the default 1,000,000 callers and reports the heap and the callers kept.
+func BenchmarkMemoryCallersOverCap(b *testing.B) {
+	for i := 0; i < b.N; i++ {
+		heap := memoryForUsers(10000000, Config{MaxKeys: 1000000})
+		b.ReportMetric(float64(heap)/(1<<20), "MiB-heap")
+	}
+}
+
 func memoryForUsers(n int, cfg Config) uint64 {
 	runtime.GC()
 	var before runtime.MemStats
@@ -127,9 +136,13 @@ func memoryForUsers(n int, cfg Config) uint64 {
 		c.Time = base.Add(time.Duration(i) * time.Millisecond)
 		s.Record(&c)
 	}
+	s.Flush()
 	runtime.GC()
 	var after runtime.MemStats
 	runtime.ReadMemStats(&after)
+	if st := s.Stats(); st.Users > int64(s.Config().MaxKeys) {
+		panic(fmt.Sprintf("%d users kept, more than the cap %d", st.Users, s.Config().MaxKeys))
+	}
 	runtime.KeepAlive(s)
 	return after.HeapAlloc - before.HeapAlloc
 }

@@ -129,7 +129,7 @@ func TestBlocklistAdminAPI(t *testing.T) {
 	}
 	code, body = c.Admin(t, "GET", "/vigil/blocklist", nil)
 	_ = json.Unmarshal(body, &entries)
-	if len(entries) != configEntries+1 {
+	if code != 200 || len(entries) != configEntries+1 {
 		t.Fatalf("GET blocklist after POST: %d entries, want %d: %s", len(entries), configEntries+1, body)
 	}
 	// A raw API key is shown only as its key id.
