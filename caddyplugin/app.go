@@ -1,12 +1,16 @@
 package caddyplugin
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+
+	"github.com/vigilgw/vigil/detector/rules"
+	"github.com/vigilgw/vigil/notifier"
 )
 
 func init() {
@@ -40,6 +44,26 @@ type App struct {
 	// Default 1m.
 	Snapshot caddy.Duration `json:"snapshot,omitempty"`
 
+	// Channels are where alert events go: webhook, slack, pagerduty, alertmanager, email,
+	// sms. Secrets in them should be {env.NAME} placeholders; they are resolved when the
+	// config loads and never shown in logs, events or the admin API.
+	Channels []notifier.Config `json:"channels,omitempty"`
+
+	// Alerts are the alert rules (SPEC section 4). Each rule's notify list names channels
+	// defined above.
+	Alerts []rules.Rule `json:"alerts,omitempty"`
+
+	// EventHistory is how many alert events are kept for the events API. Default 1000.
+	EventHistory int `json:"event_history,omitempty"`
+
+	// Delivery sets the delivery defaults of every channel (queue size, attempt timeout,
+	// attempts, age, backoff); a channel's own queue settings override them.
+	Delivery *notifier.QueueConfig `json:"delivery,omitempty"`
+
+	// ExternalURL is the base URL of this gateway's admin API as whoever receives an alert
+	// should link to it ("http://gw-1.example.com:2019/vigil"); empty: no links back.
+	ExternalURL string `json:"external_url,omitempty"`
+
 	// TestClock lets PUT /vigil/test/clock on the admin endpoint set the engine's clock,
 	// so that tests can cross a quota or window boundary without waiting. Never enable it
 	// in production.
@@ -48,6 +72,7 @@ type App struct {
 	engine   *engine
 	logger   *slog.Logger
 	handlers *handlerSet
+	channels []notifier.Channel
 }
 
 // handlerSet collects the vigil handlers of one config generation as they are
@@ -84,9 +109,27 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if a.Snapshot == 0 {
 		a.Snapshot = caddy.Duration(time.Minute)
 	}
+	if a.EventHistory == 0 {
+		a.EventHistory = rules.DefaultHistory
+	}
 	if err := a.Validate(); err != nil {
 		return err
 	}
+	// Channels are built (and their secrets resolved) now, so that a bad one fails the
+	// config load, but they start delivering only when this config starts.
+	repl := caddy.NewReplacer()
+	chs, err := notifier.NewAll(a.Channels, notifier.Options{
+		Resolve:     func(s string) (string, error) { return repl.ReplaceOrErr(s, true, true) },
+		ExternalURL: a.ExternalURL,
+	})
+	if err != nil {
+		var ce *notifier.ConfigError
+		if errors.As(err, &ce) {
+			return fmt.Errorf("channels: %w", err)
+		}
+		return fmt.Errorf("channels: %w", err)
+	}
+	a.channels = chs
 	v, _, err := engines.LoadOrNew(engineKey, func() (caddy.Destructor, error) {
 		return newEngine(a, a.logger), nil
 	})
@@ -110,6 +153,37 @@ func (a *App) Validate() error {
 		return fmt.Errorf("recent_calls: must not be negative")
 	case a.Snapshot < 0:
 		return fmt.Errorf("snapshot: must not be negative")
+	case a.EventHistory < 0:
+		return fmt.Errorf("event_history: must not be negative")
+	}
+	if a.Delivery != nil {
+		if err := a.Delivery.Validate(); err != nil {
+			return fmt.Errorf("delivery: %w", err)
+		}
+	}
+	channels := map[string]bool{}
+	for i := range a.Channels {
+		if err := a.Channels[i].Validate(); err != nil {
+			return fmt.Errorf("channels[%d]: %w", i, err)
+		}
+		channels[a.Channels[i].Name] = true
+	}
+	ids := map[string]int{}
+	for i := range a.Alerts {
+		r := &a.Alerts[i]
+		r.Normalize()
+		if err := r.Validate(); err != nil {
+			return fmt.Errorf("alerts[%d] (%q): %w", i, r.Name, err)
+		}
+		if j, dup := ids[r.ID]; dup {
+			return fmt.Errorf("alerts[%d].id: %q is also the id of alerts[%d]", i, r.ID, j)
+		}
+		ids[r.ID] = i
+		for j, n := range r.Notify {
+			if !channels[n] {
+				return fmt.Errorf("alerts[%d].notify[%d]: no channel named %q", i, j, n)
+			}
+		}
 	}
 	return nil
 }
@@ -126,14 +200,24 @@ func (a *App) Start() error {
 	a.handlers.mu.Lock()
 	hs := append([]*Handler(nil), a.handlers.list...)
 	a.handlers.mu.Unlock()
+	if err := a.engine.apply(a, a.channels); err != nil {
+		return err
+	}
 	a.engine.start(&liveConfig{app: a, handlers: hs, tick: time.Duration(a.Tick)})
 	live.Store(a.engine)
 	return nil
 }
 
-// Stop does nothing: on a reload the next generation takes over the engine, and at exit
-// the engine stops when its last reference is released (Cleanup).
-func (a *App) Stop() error { return nil }
+// Stop does nothing on a successful reload (the next generation has taken over the
+// engine) or at exit (the engine stops when its last reference is released, Cleanup).
+// When a reload fails after this app started, Caddy stops the new apps: the engine then
+// returns to the previous generation's rules and channels.
+func (a *App) Stop() error {
+	if !caddy.Exiting() && a.engine != nil {
+		a.engine.rollback(a)
+	}
+	return nil
+}
 
 // Cleanup releases this generation's reference to the engine.
 func (a *App) Cleanup() error {

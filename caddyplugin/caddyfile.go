@@ -33,6 +33,10 @@ func init() {
 //		recent_calls <n>
 //		snapshot     <duration>
 //		test_clock
+//		event_history <n>
+//		external_url  <url>
+//		channel <name> <type> [<url or key>] [{ ... }]   (see parseChannel)
+//		alert "<name>" { ... }                              (see parseAlert)
 //	}
 //
 // The block may appear once.
@@ -58,7 +62,7 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		opt := d.Val()
 		switch opt {
-		case "tick", "max_series", "max_keys", "recent_calls", "snapshot", "test_clock":
+		case "tick", "max_series", "max_keys", "recent_calls", "snapshot", "test_clock", "event_history", "external_url":
 			if seen[opt] {
 				return d.Errf("%s given twice", opt)
 			}
@@ -100,8 +104,55 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			a.TestClock = true
+		case "event_history":
+			n, err := positiveIntArg(d)
+			if err != nil {
+				return err
+			}
+			a.EventHistory = n
+		case "external_url":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			a.ExternalURL = d.Val()
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+		case "channel":
+			c, err := parseChannel(d)
+			if err != nil {
+				return err
+			}
+			for _, o := range a.Channels {
+				if o.Name == c.Name {
+					return d.Errf("channel %q defined twice", c.Name)
+				}
+			}
+			a.Channels = append(a.Channels, c)
+		case "alert":
+			r, err := parseAlert(d)
+			if err != nil {
+				return err
+			}
+			for _, o := range a.Alerts {
+				if o.ID == r.ID {
+					return d.Errf("alert %q: id %q is also the id of alert %q", r.Name, r.ID, o.Name)
+				}
+			}
+			a.Alerts = append(a.Alerts, r)
 		default:
 			return d.Errf("unrecognized vigil option %q", opt)
+		}
+	}
+	channels := map[string]bool{}
+	for _, c := range a.Channels {
+		channels[c.Name] = true
+	}
+	for _, r := range a.Alerts {
+		for _, n := range r.Notify {
+			if !channels[n] {
+				return d.Errf("alert %q: notify: no channel named %q in this vigil block", r.Name, n)
+			}
 		}
 	}
 	return nil

@@ -227,3 +227,79 @@ func FuzzHandlerCaddyfile(f *testing.F) {
 		_ = a.UnmarshalCaddyfile(caddyfile.NewTestDispenser(input))
 	})
 }
+
+func TestAlertsAndChannelsCaddyfile(t *testing.T) {
+	const good = `vigil {
+	channel ops-slack slack https://hooks.slack.com/services/T0/B0/XXX
+	channel oncall pagerduty {env.PD_ROUTING_KEY} {
+		url https://events.eu.pagerduty.com/v2/enqueue
+	}
+	channel audit webhook https://hooks.example.com/vigil {
+		secret {env.WEBHOOK_SECRET}
+		timeout 5s
+	}
+	channel ops-mail email {
+		smtp     smtp.example.com:587
+		username alerts
+		password {env.SMTP_PASSWORD}
+		from     alerts@example.com
+		to       ops@example.com dev@example.com
+	}
+	alert "401 storm" {
+		metric    count
+		status    401
+		window    15m
+		above     20
+		notify    ops-slack audit
+		throttle  1h
+		playbook  https://wiki.example.com/401
+	}
+	alert "email API failing" {
+		metric     success_rate
+		upstream   mail.example.com:443
+		window     5m
+		below      90
+		min_calls  20
+		resolve_above 95
+		notify     oncall
+		severity   critical
+	}
+}`
+	var a App
+	if err := a.UnmarshalCaddyfile(caddyfile.NewTestDispenser(good)); err != nil {
+		t.Fatal(err)
+	}
+	if len(a.Channels) != 4 || a.Channels[1].RoutingKey != "{env.PD_ROUTING_KEY}" || a.Channels[1].URL == "" ||
+		a.Channels[2].Secret != "{env.WEBHOOK_SECRET}" || len(a.Channels[3].To) != 2 {
+		t.Fatalf("channels %+v", a.Channels)
+	}
+	r := a.Alerts[0]
+	if r.ID != "401-storm" || r.Comparator != ">" || *r.Threshold != 20 || r.Filter.Status != "401" || r.Throttle.Every.String() != "1h0m0s" || len(r.Notify) != 2 {
+		t.Fatalf("alert %+v", r)
+	}
+	r = a.Alerts[1]
+	if r.Comparator != "<" || *r.Threshold != 90 || *r.ResolveAbove != 95 || r.MinCalls != 20 || r.Severity != "critical" {
+		t.Fatalf("alert %+v", r)
+	}
+
+	for _, tc := range []struct{ input, err string }{
+		{"vigil {\n alert \"x\" {\n metric count\n above ten\n }\n}", `above: "ten" is not a number, at Testfile:4`},
+		{"vigil {\n alert \"x\" {\n metric speed\n above 1\n }\n}", `alert "x" (line 2): metric: "speed"`},
+		{"vigil {\n alert \"x\" {\n metric count\n }\n}", "threshold (above, below, at_least, at_most or equals): required"},
+		{"vigil {\n alert \"x\" {\n metric count\n above 1\n notify nowhere\n }\n}", `no channel named "nowhere"`},
+		{"vigil {\n alert \"x\" {\n metric count\n above 1\n window 3 days\n }\n}", `window: invalid duration "3"`},
+		{"vigil {\n alert \"x\" {\n metric count\n above 1\n status 6xx\n }\n}", "status:"},
+		{"vigil {\n alert \"x\" {\n metric count\n above 1\n colour red\n }\n}", `unrecognized option "colour"`},
+		{"vigil {\n alert {\n }\n}", "missing the name"},
+		{"vigil {\n channel x carrier-pigeon\n}", `type`},
+		{"vigil {\n channel x webhook\n}", `url`},
+		{"vigil {\n channel x email {\n smtp a:25\n }\n}", `from`},
+		{"vigil {\n channel a slack https://x\n channel a slack https://y\n}", `channel "a" defined twice`},
+	} {
+		var a App
+		err := a.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.input))
+		if err == nil || !strings.Contains(err.Error(), tc.err) {
+			t.Errorf("%q: error %v, want one containing %q", tc.input, err, tc.err)
+		}
+	}
+}

@@ -1,6 +1,8 @@
 package caddyplugin
 
 import (
+	"context"
+	"fmt"
 	"log/slog"
 	"runtime/debug"
 	"sync"
@@ -13,6 +15,8 @@ import (
 	"github.com/vigilgw/vigil/caddyplugin/endpoint"
 	"github.com/vigilgw/vigil/caddyplugin/limit"
 	"github.com/vigilgw/vigil/detector"
+	"github.com/vigilgw/vigil/detector/rules"
+	"github.com/vigilgw/vigil/notifier"
 )
 
 // engines holds the one engine of the process. It is reference-counted by app
@@ -34,13 +38,21 @@ type engine struct {
 	blocks    *blocklist.List // entries added at run time through the admin API
 	endpoints *endpoint.Table
 	keys      keyIDs
+	rules     *rules.Engine
 	logger    *slog.Logger
+
+	// queue delivers alert events; created with the first configuration that starts,
+	// updated on every reload, closed at exit.
+	queueMu sync.Mutex
+	queue   *notifier.Queue
 
 	// clockOffset is added to the wall clock; only the test clock (App.TestClock) sets it.
 	clockOffset atomic.Int64
 
-	// cfg is the configuration of the running app generation, swapped in by App.Start.
-	cfg atomic.Pointer[liveConfig]
+	// cfg is the configuration of the running app generation, swapped in by App.Start;
+	// prev the one before, to return to when a reload fails after vigil started.
+	cfg  atomic.Pointer[liveConfig]
+	prev atomic.Pointer[liveConfig]
 
 	loopMu  sync.Mutex
 	stop    chan struct{} // closed to stop the loop
@@ -56,7 +68,7 @@ type liveConfig struct {
 }
 
 func newEngine(app *App, logger *slog.Logger) *engine {
-	return &engine{
+	e := &engine{
 		store: detector.New(detector.Config{
 			MaxSeries:   app.MaxSeries,
 			MaxKeys:     app.MaxKeys,
@@ -67,6 +79,36 @@ func newEngine(app *App, logger *slog.Logger) *engine {
 		endpoints: endpoint.NewTable(app.MaxSeries),
 		logger:    logger,
 	}
+	e.rules = rules.NewEngine(e.store, rules.Options{History: app.EventHistory, Logger: logger})
+	return e
+}
+
+// apply hands a starting configuration's channels and rules to the engine: the delivery
+// queue gets the new channels (batches queued for kept channels stay queued), and the
+// rule engine the new rules (unchanged rules keep their state).
+func (e *engine) apply(a *App, channels []notifier.Channel) error {
+	e.queueMu.Lock()
+	if e.queue == nil {
+		var defaults notifier.QueueConfig
+		if a.Delivery != nil {
+			defaults = *a.Delivery
+		}
+		q, err := notifier.NewQueue(notifier.QueueOptions{Defaults: defaults, Recorder: e.rules.History(), Logger: e.logger}, channels...)
+		if err != nil {
+			e.queueMu.Unlock()
+			return fmt.Errorf("starting alert delivery: %w", err)
+		}
+		e.queue = q
+		e.rules.SetNotifier(q)
+	} else if err := e.queue.Update(channels); err != nil {
+		e.queueMu.Unlock()
+		return fmt.Errorf("updating alert channels: %w", err)
+	}
+	e.queueMu.Unlock()
+	if err := e.rules.SetRules(append([]rules.Rule(nil), a.Alerts...), e.now()); err != nil {
+		return fmt.Errorf("alerts: %w", err)
+	}
+	return nil
 }
 
 // blockedAtRuntime reports whether the run-time block list refuses the caller.
@@ -92,7 +134,7 @@ func (e *engine) setClock(t time.Time) {
 // start swaps in a new app generation's configuration and starts the background loop
 // the first time.
 func (e *engine) start(cfg *liveConfig) {
-	e.cfg.Store(cfg)
+	e.prev.Store(e.cfg.Swap(cfg))
 	e.loopMu.Lock()
 	defer e.loopMu.Unlock()
 	if e.started {
@@ -110,6 +152,21 @@ func (e *engine) start(cfg *liveConfig) {
 		<-storeDone
 		close(e.done)
 	}()
+}
+
+// rollback returns to the previous configuration when the generation being stopped is
+// the running one: a reload failed after this app had started (on a successful reload
+// the old generation is stopped after the new one took over, and nothing happens).
+func (e *engine) rollback(a *App) {
+	cur, prev := e.cfg.Load(), e.prev.Load()
+	if cur == nil || cur.app != a || prev == nil {
+		return
+	}
+	if err := e.apply(prev.app, prev.app.channels); err != nil {
+		e.logger.Error("restoring the previous vigil configuration after a failed reload", "error", err)
+	}
+	e.cfg.Store(prev)
+	e.prev.Store(nil)
 }
 
 // loop runs every tick: it sweeps expired series and block-list entries. Alert
@@ -133,7 +190,8 @@ func (e *engine) loop() {
 			t.Reset(tick)
 		}
 		now := e.now()
-		e.safely("tick", func() {
+		e.safely("evaluating alert rules", func() { e.rules.Evaluate(now) })
+		e.safely("housekeeping", func() {
 			if now.Sub(lastSweep) >= time.Minute {
 				lastSweep = now
 				e.store.Sweep(now)
@@ -166,6 +224,17 @@ func (e *engine) Destruct() error {
 		<-e.done
 	}
 	live.CompareAndSwap(e, nil)
+	e.queueMu.Lock()
+	q := e.queue
+	e.queueMu.Unlock()
+	if q != nil {
+		// Deliver what is queued, for a while: alerts must not be lost at exit.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := q.Close(ctx); err != nil {
+			e.logger.Warn("alert delivery did not finish before exit", "error", err)
+		}
+	}
 	return nil
 }
 
