@@ -31,8 +31,8 @@ const (
 	// WarmupPoints is the number of points a detector learns from before it scores.
 	WarmupPoints = 150
 
-	dailySlots  = 96   // time-of-day slots of the daily profile (15 minutes each)
-	dailySlot   = 900  // seconds per daily slot
+	dailySlots  = 288  // time-of-day slots of the daily profile (5 minutes each)
+	dailySlot   = 300  // seconds per daily slot
 	weeklySlots = 168  // hour-of-week slots of the weekly correction
 	weeklySlot  = 3600 // seconds per weekly slot
 	daySeconds  = 86400
@@ -41,12 +41,18 @@ const (
 	levelRate = 0.2  // fast level: gain on the one-step residual
 	trendRate = 0.01 // damped trend: gain on the one-step residual (times levelRate)
 	trendDamp = 0.95 // damped trend: decay per point
-	levelClip = 3.0  // one-step residuals beyond this many sigmas move the level this far only
+	levelClip = 3.0  // isolated residuals beyond this many sigmas move the level this far only
+	runUnclip = 3    // after this many large residuals on one side, the level follows fully
 
-	baseRate  = 0.01 // baseline level (the expectation sustained deviations are measured from)
-	scaleRate = 0.02 // noise scale of one-step residuals
-	scaleClip = 4.0  // residuals beyond this many sigmas count this much in the scale
-	devRate   = 0.005
+	acceptRate  = 0.01  // accepted level: follows the fast level
+	longRate    = 0.005 // long-term level: follows the fast level, at most longClip sigmas a point
+	longClip    = 3.0
+	longAdopt   = 200 // an accepted level held this many points becomes the long-term level
+	scaleRate   = 0.02
+	scaleClip   = 4.0 // residuals beyond this many sigmas count this much in the scales
+	devRate     = 0.005
+	acceptLevel = 4.0 // a level change this surprising (decimal digits) ...
+	acceptAfter = 3   // ... for this many points in a row is accepted as the new normal
 
 	seasonBaseHalfDay = 43200.0 // seconds: memory of the slow levels the seasonal profiles are learnt against
 	dailyMemoryDays   = 7.0     // the daily profile forgets over about a week
@@ -54,68 +60,17 @@ const (
 	gateMemory        = daySeconds
 	gateOn            = 0.85 // a seasonal model is used once its error is below 85% of the simpler one's
 	gateOff           = 0.95 // and dropped again above 95%
-
-	acceptSurprise = 4.0 // a level deviation this surprising (decimal digits) ...
-	acceptAfter    = 30  // ... for this many points in a row is accepted as the new normal
-
-	tailStart    = 2.0    // peaks over this many sigmas feed the tail model
-	tailRate0    = 0.0228 // prior: share of points beyond tailStart on one side (Gaussian)
-	tailExcess0  = 0.45   // prior: mean excess beyond tailStart, in sigmas
-	tailPrior    = 200.0  // weight of the prior, in points
-	tailMemory   = 5000.0 // points the tail model remembers
-	excessPrior  = 10.0   // weight of the excess prior, in peaks
-	excessMemory = 200.0  // peaks the excess estimate remembers
-	excessClip   = 4.0    // a peak counts at most this many mean excesses
 )
 
+// The statistics a point is scored on, each with an up and a down tail.
 const (
-	statPoint = iota // one-step residual, up side
-	statLevel        // deviation of the fast level from the baseline
+	statStep   = iota // the value against the one-step forecast
+	statUsual         // the value against the long-term expectation
+	statChange        // the fast level against the accepted level
+	statDrift         // the fast level against the long-term level
+	statBusy          // recent size of one-step residuals against the long-term size
 	numStats
 )
-
-const ln10 = 2.302585092994046
-
-// tail is a peaks-over-threshold model of one side of one statistic: the share of points
-// beyond tailStart and the mean excess of those beyond it, an exponential tail.
-type tail struct {
-	rate   float64 // share of points beyond tailStart
-	excess float64 // mean excess beyond tailStart
-	n      float64 // points seen (capped at tailMemory)
-	k      float64 // peaks seen (capped at excessMemory)
-}
-
-func newTail() tail { return tail{rate: tailRate0, excess: tailExcess0} }
-
-// surprise is -log10 of the tail probability of x (x >= 0, in sigmas).
-func (t *tail) surprise(x float64) float64 {
-	if !(x > tailStart) {
-		return 0
-	}
-	return -math.Log10(t.rate) + (x-tailStart)/(t.excess*ln10)
-}
-
-// quantile is the x whose surprise is s.
-func (t *tail) quantile(s float64) float64 {
-	x := tailStart + (s+math.Log10(t.rate))*t.excess*ln10
-	return max(x, tailStart)
-}
-
-func (t *tail) update(x float64) {
-	t.n = min(t.n+1, tailMemory)
-	peak := 0.0
-	if x > tailStart {
-		peak = 1
-	}
-	t.rate += (peak - t.rate) / (t.n + tailPrior)
-	t.rate = max(t.rate, 1e-6)
-	if peak == 1 {
-		t.k = min(t.k+1, excessMemory)
-		e := min(x-tailStart, excessClip*t.excess)
-		t.excess += (e - t.excess) / (t.k + excessPrior)
-		t.excess = max(t.excess, 0.05)
-	}
-}
 
 // Detector scores one series. It is not safe for concurrent use. The zero value is not
 // usable: call New.
@@ -127,12 +82,14 @@ type Detector struct {
 	dt     float64 // typical interval between points, seconds
 
 	level, trend float64 // fast level and damped trend of the deseasonalised series
-	base         float64 // baseline level of the deseasonalised series
+	accepted     float64 // accepted level: jumps to the fast level when a change is accepted
+	long         float64 // long-term level
 	sigma        float64 // noise scale of one-step residuals
-	devSigma     float64 // scale of level - base
+	devSigma     float64 // scale of the fast level around the long-term level
 	mag          float64 // mean |y|, for the noise floor of continuous series
 	run          int32   // signed length of the current run of large same-side residuals
-	accept       uint32  // points in a row with a very surprising level deviation
+	accept       uint32  // points in a row with a very surprising change
+	held         uint32  // points since the accepted level last jumped
 
 	season   uint8      // seasonal model in use: 0 none, 1 daily, 2 daily and weekly
 	sbase    [3]float64 // slow levels of the series less season model k
@@ -189,13 +146,13 @@ func (d *Detector) floor() float64 {
 	return max(1e-3*d.mag, 1e-9)
 }
 
-// interp reads a circular profile at position pos (in slots, slot centres at k+0.5) and
-// returns the value and the two slots with their weights.
+// interp reads a circular profile at position pos (in slots; slot k holds the value at
+// pos = k, so points sampled on round times read one slot) and returns the value and the
+// two slots with their weights.
 func interp(p []float32, pos float64) (v float64, i0, i1 int, w1 float64) {
 	n := len(p)
-	x := pos - 0.5
-	f := math.Floor(x)
-	w1 = x - f
+	f := math.Floor(pos)
+	w1 = pos - f
 	i0 = int(f) % n
 	if i0 < 0 {
 		i0 += n
@@ -223,119 +180,124 @@ func (d *Detector) Observe(t time.Time, v float64) Result {
 	if d.n == 0 {
 		d.n = 1
 		d.t0, d.tl = tn, tn
-		d.level, d.base, d.mag = y, y, math.Abs(y)
+		d.level, d.accepted, d.long, d.mag = y, y, y, math.Abs(y)
 		d.sbase = [3]float64{y, y, y}
 		return Result{Expected: v, Low: v, High: v}
 	}
 	d.n++
-	gap := float64(tn-d.tl) / 1e9
-	if gap < 0 {
-		gap = 0
-	}
+	gap := max(float64(tn-d.tl)/1e9, 0)
 	if gap > 0 {
-		g := min(gap, daySeconds)
-		if d.dt == 0 {
-			d.dt = g
-		} else {
-			d.dt += (g - d.dt) * max(1/float64(d.n), 0.01)
-		}
+		d.dt += (min(gap, daySeconds) - d.dt) * max(1/float64(d.n-1), 0.01)
 	}
-	if tn > d.tl {
-		d.tl = tn
-	}
+	d.tl = max(d.tl, tn)
 
 	// Seasonal phase from the wall clock.
 	_, off := t.Zone()
 	wall := float64(t.Unix()+int64(off)) + float64(t.Nanosecond())/1e9
 	sow := math.Mod(wall+4*daySeconds, weekSeconds) // 1970-01-01 was a Thursday: 0 = Sunday 00:00
-	sod := math.Mod(sow, daySeconds)
-	sd, d0, d1, dw := interp(d.daily[:], sod/dailySlot)
+	if sow < 0 {
+		sow += weekSeconds
+	}
+	sd, d0, d1, dw := interp(d.daily[:], math.Mod(sow, daySeconds)/dailySlot)
 	sw, w0, w1, ww := interp(d.weekly[:], sow/weeklySlot)
 	seas := [3]float64{0, sd, sd + sw}
 	act := seas[d.season]
 
-	// Point statistic: the one-step residual.
+	// Residuals against the one-step forecast and the long-term expectation, scored
+	// before the point is learnt.
 	sig := max(d.sigma, d.floor())
-	pred := d.level + trendDamp*d.trend + act
-	r := y - pred
-	z := r / sig
+	devFloor := sig * math.Sqrt(levelRate/(2-levelRate))
+	sigDev := max(d.devSigma, devFloor)
+	var x [numStats]float64
+	r := y - (d.level + trendDamp*d.trend + act)
+	x[statStep] = r / sig
+	x[statUsual] = (y - d.long - act) / math.Hypot(sig, sigDev)
 
 	// Fast level and trend (Holt, error-correction form), robust to isolated outliers.
 	switch {
-	case z > 2:
+	case x[statStep] > levelClip:
 		d.run = max(d.run, 0) + 1
-	case z < -2:
+	case x[statStep] < -levelClip:
 		d.run = min(d.run, 0) - 1
 	default:
 		d.run = 0
 	}
 	rc := r
-	if d.run < 3 && d.run > -3 && d.n > 30 {
+	if d.run < runUnclip && d.run > -runUnclip && d.n > 30 {
 		rc = clamp(r, levelClip*sig)
 	}
 	d.level += trendDamp*d.trend + levelRate*rc
 	d.trend = trendDamp*d.trend + levelRate*trendRate*rc
+	x[statChange] = (d.level - d.accepted) / sigDev
+	x[statDrift] = (d.level - d.long) / sigDev
 
-	// Level statistic: how far the fast level is from the baseline.
-	dev := d.level - d.base
-	devFloor := sig * math.Sqrt(levelRate/(2-levelRate))
-	zl := dev / max(d.devSigma, devFloor)
-
+	var surprise [numStats]float64
+	for s := range x {
+		if x[s] >= 0 {
+			surprise[s] = d.tails[2*s].surprise(x[s])
+		} else {
+			surprise[s] = d.tails[2*s+1].surprise(-x[s])
+		}
+	}
 	res := Result{}
 	if d.n > WarmupPoints {
 		res.Warm = true
-		best, dir := 0.0, None
-		for s, x := range [numStats]float64{z, zl} {
-			side, mag := 0, x
-			if x < 0 {
-				side, mag = 1, -x
-			}
-			if sp := d.tails[2*s+side].surprise(mag); sp > best {
-				best = sp
-				dir = Up
-				if side == 1 {
-					dir = Down
-				}
-			}
+		// A point is anomalous if neither the recent nor the usual behaviour explains it;
+		// the level, if it has moved away from both the accepted and the long-term level.
+		point := min(surprise[statStep], surprise[statUsual])
+		lvl := min(surprise[statChange], surprise[statDrift])
+		best, side := point, x[statUsual]
+		if lvl > point {
+			best, side = lvl, x[statDrift]
 		}
-		best -= math.Log10(numStats)
+		best -= math.Log10(2)
 		if best > 0 {
 			res.Score = min(best/10, 1)
-			res.Direction = dir
+			res.Direction = Up
+			if side < 0 {
+				res.Direction = Down
+			}
 		}
-		if d.tails[2*statLevel].surprise(math.Abs(zl)) >= acceptSurprise {
+		if surprise[statChange] >= acceptLevel {
 			d.accept++
 		} else {
 			d.accept = 0
 		}
 	}
-	exp := d.base + act
-	thr := 10*d.cfg.Sensitivity.Threshold() + math.Log10(numStats)
+	exp := d.long + act
+	thr := 10*d.cfg.Sensitivity.Threshold() + math.Log10(2)
+	sigUsual := math.Hypot(sig, sigDev)
 	res.Expected = d.inverse(exp)
-	res.High = d.inverse(exp + d.tails[2*statPoint].quantile(thr)*sig)
-	res.Low = d.inverse(exp - d.tails[2*statPoint+1].quantile(thr)*sig)
+	res.High = d.inverse(exp + d.tails[2*statUsual].quantile(thr)*sigUsual)
+	res.Low = d.inverse(exp - d.tails[2*statUsual+1].quantile(thr)*sigUsual)
 
 	// Learn.
-	for s, x := range [numStats]float64{z, zl} {
-		d.tails[2*s].update(max(x, 0))
-		d.tails[2*s+1].update(max(-x, 0))
+	for s := range x {
+		d.tails[2*s].update(max(x[s], 0))
+		d.tails[2*s+1].update(max(-x[s], 0))
 	}
-	a := max(1/float64(d.n), scaleRate)
+	early := d.n <= 30
+	a := max(1/float64(d.n-1), scaleRate)
 	e := math.Abs(r) * 1.2533
-	if d.n > 30 {
+	if !early {
 		e = min(e, scaleClip*sig)
 	}
 	d.sigma += a * (e - d.sigma)
+	dev := d.level - d.long
 	ed := math.Abs(dev) * 1.2533
-	if d.n > 30 {
-		ed = min(ed, scaleClip*max(d.devSigma, devFloor))
+	if !early {
+		ed = min(ed, scaleClip*sigDev)
 	}
-	d.devSigma += max(1/float64(d.n), devRate) * (ed - d.devSigma)
-	d.mag += max(1/float64(d.n), 0.01) * (math.Abs(y) - d.mag)
-	d.base += max(1/float64(d.n), baseRate) * (d.level - d.base)
+	d.devSigma += max(1/float64(d.n-1), devRate) * (ed - d.devSigma)
+	d.mag += max(1/float64(d.n-1), 0.01) * (math.Abs(y) - d.mag)
+	d.accepted += max(1/float64(d.n-1), acceptRate) * (d.level - d.accepted)
+	d.long += max(1/float64(d.n-1), longRate) * clamp(dev, longClip*sigDev)
+	d.held++
 	if d.accept >= acceptAfter {
-		d.base = d.level
-		d.accept = 0
+		d.accepted, d.accept, d.held = d.level, 0, 0
+	}
+	if d.held == longAdopt {
+		d.long = d.accepted
 	}
 
 	d.learnSeason(y, gap, seas, d0, d1, dw, w0, w1, ww)
@@ -386,8 +348,12 @@ func (d *Detector) learnSeason(y, gap float64, seas [3]float64, d0, d1 int, dw f
 			// Carry the fast level over to the new deseasonalised scale and start the
 			// baseline afresh from it.
 			d.level += seas[d.season] - seas[next]
-			d.base = d.level
+			d.accepted, d.long = d.level, d.level
 			d.season = next
+			// The statistics change their nature: learn their tails afresh.
+			for i := range d.tails {
+				d.tails[i] = newTail()
+			}
 		}
 	}
 	ab := step / seasonBaseHalfDay
