@@ -49,6 +49,7 @@ const (
 	longClip    = 3.0
 	longAdopt   = 200 // an accepted level held this many points becomes the long-term level
 	scaleRate   = 0.02
+	tailsAfter  = 50  // points before the tails start learning
 	scaleClip   = 4.0 // residuals beyond this many sigmas count this much in the scales
 	devRate     = 0.005
 	acceptLevel = 4.0 // a level change this surprising (decimal digits) ...
@@ -57,7 +58,7 @@ const (
 	seasonBaseHalfDay = 43200.0 // seconds: memory of the slow levels the seasonal profiles are learnt against
 	dailyMemoryDays   = 7.0     // the daily profile forgets over about a week
 	weeklyMemoryWeeks = 4.0     // the weekly correction over about four weeks
-	gateMemory        = daySeconds
+	gateMemory        = 3 * daySeconds
 	gateOn            = 0.85 // a seasonal model is used once its error is below 85% of the simpler one's
 	gateOff           = 0.95 // and dropped again above 95%
 )
@@ -68,7 +69,6 @@ const (
 	statUsual         // the value against the long-term expectation
 	statChange        // the fast level against the accepted level
 	statDrift         // the fast level against the long-term level
-	statBusy          // recent size of one-step residuals against the long-term size
 	numStats
 )
 
@@ -146,23 +146,10 @@ func (d *Detector) floor() float64 {
 	return max(1e-3*d.mag, 1e-9)
 }
 
-// interp reads a circular profile at position pos (in slots; slot k holds the value at
-// pos = k, so points sampled on round times read one slot) and returns the value and the
-// two slots with their weights.
-func interp(p []float32, pos float64) (v float64, i0, i1 int, w1 float64) {
-	n := len(p)
-	f := math.Floor(pos)
-	w1 = pos - f
-	i0 = int(f) % n
-	if i0 < 0 {
-		i0 += n
-	}
-	i1 = i0 + 1
-	if i1 == n {
-		i1 = 0
-	}
-	v = (1-w1)*float64(p[i0]) + w1*float64(p[i1])
-	return
+// slot returns the slot of a circular profile of n slots of width w seconds that holds
+// the time sec (seconds into the cycle).
+func slot(sec float64, w float64, n int) int {
+	return min(max(int(sec/w), 0), n-1)
 }
 
 func clamp(x, lim float64) float64 { return max(-lim, min(lim, x)) }
@@ -198,8 +185,9 @@ func (d *Detector) Observe(t time.Time, v float64) Result {
 	if sow < 0 {
 		sow += weekSeconds
 	}
-	sd, d0, d1, dw := interp(d.daily[:], math.Mod(sow, daySeconds)/dailySlot)
-	sw, w0, w1, ww := interp(d.weekly[:], sow/weeklySlot)
+	ds := slot(math.Mod(sow, daySeconds), dailySlot, dailySlots)
+	ws := slot(sow, weeklySlot, weeklySlots)
+	sd, sw := float64(d.daily[ds]), float64(d.weekly[ws])
 	seas := [3]float64{0, sd, sd + sw}
 	act := seas[d.season]
 
@@ -271,8 +259,11 @@ func (d *Detector) Observe(t time.Time, v float64) Result {
 	res.High = d.inverse(exp + d.tails[2*statUsual].quantile(thr)*sigUsual)
 	res.Low = d.inverse(exp - d.tails[2*statUsual+1].quantile(thr)*sigUsual)
 
-	// Learn.
+	// Learn. The tails learn once the scales have settled.
 	for s := range x {
+		if d.n <= tailsAfter {
+			break
+		}
 		d.tails[2*s].update(max(x[s], 0))
 		d.tails[2*s+1].update(max(-x[s], 0))
 	}
@@ -300,13 +291,13 @@ func (d *Detector) Observe(t time.Time, v float64) Result {
 		d.long = d.accepted
 	}
 
-	d.learnSeason(y, gap, seas, d0, d1, dw, w0, w1, ww)
+	d.learnSeason(y, gap, seas, ds, ws)
 	return res
 }
 
 // learnSeason updates the slow levels, the daily profile and the weekly correction, and
 // decides which seasonal model is in use.
-func (d *Detector) learnSeason(y, gap float64, seas [3]float64, d0, d1 int, dw float64, w0, w1 int, ww float64) {
+func (d *Detector) learnSeason(y, gap float64, seas [3]float64, ds, ws int) {
 	span := float64(d.tl-d.t0) / 1e9
 	step := min(gap, dailySlot)
 	if step == 0 {
@@ -325,7 +316,7 @@ func (d *Detector) learnSeason(y, gap float64, seas [3]float64, d0, d1 int, dw f
 		d.gateTime += step
 		a := max(step/d.gateTime, step/gateMemory)
 		for k := range e {
-			d.serr[k] += a * (math.Abs(y-d.sbase[k]-seas[k]) - d.serr[k])
+			d.serr[k] += a * (math.Abs(e[k]) - d.serr[k])
 		}
 		next := d.season
 		switch d.season {
@@ -361,11 +352,9 @@ func (d *Detector) learnSeason(y, gap float64, seas [3]float64, d0, d1 int, dw f
 		d.sbase[k] += ab * e[k]
 	}
 	gd := step / dailySlot / min(math.Floor(span/daySeconds)+1, dailyMemoryDays)
-	d.daily[d0] += float32(gd * (1 - dw) * e[1])
-	d.daily[d1] += float32(gd * dw * e[1])
+	d.daily[ds] += float32(gd * e[1])
 	if span >= weekSeconds {
 		gw := min(gap, weeklySlot) / weeklySlot / min(math.Floor(span/weekSeconds), weeklyMemoryWeeks)
-		d.weekly[w0] += float32(gw * (1 - ww) * e[2])
-		d.weekly[w1] += float32(gw * ww * e[2])
+		d.weekly[ws] += float32(gw * e[2])
 	}
 }

@@ -11,7 +11,7 @@ const (
 	tailMemory  = 5000.0 // points the rate estimate remembers
 	peakPrior   = 10.0   // weight of the excess prior, in peaks
 	peakMemory  = 200.0  // peaks the excess estimates remember
-	peakClip    = 50.0   // one peak counts at most this many mean excesses
+	peakClip    = 20.0   // one peak counts at most this many mean excesses
 	maxShape    = 0.45   // heaviest tail the model will fit
 )
 
