@@ -44,16 +44,21 @@ const (
 	levelClip = 3.0  // isolated residuals beyond this many sigmas move the level this far only
 	runUnclip = 3    // after this many large residuals on one side, the level follows fully
 
-	acceptRate  = 0.01  // accepted level: follows the fast level
-	longRate    = 0.005 // long-term level: follows the fast level, at most longClip sigmas a point
-	longClip    = 3.0
-	longAdopt   = 200 // an accepted level held this many points becomes the long-term level
-	scaleRate   = 0.02
-	tailsAfter  = 50  // points before the tails start learning
-	scaleClip   = 4.0 // residuals beyond this many sigmas count this much in the scales
-	devRate     = 0.005
-	acceptLevel = 4.0 // a level change this surprising (decimal digits) ...
-	acceptAfter = 3   // ... for this many points in a row is accepted as the new normal
+	acceptRate      = 0.01  // accepted level: follows the fast level
+	longRate        = 0.005 // long-term level: follows the fast level, at most longClip sigmas a point
+	longClip        = 3.0
+	longAdopt       = 200 // an accepted level held this many points becomes the long-term level
+	scaleRate       = 0.02
+	peakRate        = 0.02 // recent share of peaks: about the last 100 points
+	recordBlock     = 5000 // records are taken over the last 5000 to 10000 points
+	recordBeyond    = 40.0 // decimal digits of surprise per range beyond the range
+	recordSpanFloor = 10.0 // the range is taken at least this many noise floors wide
+	recordDiscount  = 1.0
+	tailsAfter      = 50  // points before the tails start learning
+	scaleClip       = 4.0 // residuals beyond this many sigmas count this much in the scales
+	devRate         = 0.005
+	acceptLevel     = 4.0 // a level change this surprising (decimal digits) ...
+	acceptAfter     = 3   // ... for this many points in a row is accepted as the new normal
 
 	seasonBaseHalfDay = 43200.0 // seconds: memory of the slow levels the seasonal profiles are learnt against
 	dailyMemoryDays   = 7.0     // the daily profile forgets over about a week
@@ -65,10 +70,11 @@ const (
 
 // The statistics a point is scored on, each with an up and a down tail.
 const (
-	statStep   = iota // the value against the one-step forecast
-	statUsual         // the value against the long-term expectation
-	statChange        // the fast level against the accepted level
-	statDrift         // the fast level against the long-term level
+	statStep    = iota // the value against the one-step forecast
+	statUsual          // the value against the long-term expectation
+	statChange         // the fast level against the accepted level
+	statDrift          // the fast level against the long-term level
+	statDensity        // recent share of large one-step residuals against the long-term share
 	numStats
 )
 
@@ -81,15 +87,18 @@ type Detector struct {
 	t0, tl int64   // first and last time stamp, Unix nanoseconds
 	dt     float64 // typical interval between points, seconds
 
-	level, trend float64 // fast level and damped trend of the deseasonalised series
-	accepted     float64 // accepted level: jumps to the fast level when a change is accepted
-	long         float64 // long-term level
-	sigma        float64 // noise scale of one-step residuals
-	devSigma     float64 // scale of the fast level around the long-term level
-	mag          float64 // mean |y|, for the noise floor of continuous series
-	run          int32   // signed length of the current run of large same-side residuals
-	accept       uint32  // points in a row with a very surprising change
-	held         uint32  // points since the accepted level last jumped
+	level, trend float64    // fast level and damped trend of the deseasonalised series
+	accepted     float64    // accepted level: jumps to the fast level when a change is accepted
+	long         float64    // long-term level
+	sigma        float64    // noise scale of one-step residuals
+	devSigma     float64    // scale of the fast level around the long-term level
+	mag          float64    // mean |y|, for the noise floor of continuous series
+	run          int32      // signed length of the current run of large same-side residuals
+	accept       uint32     // points in a row with a very surprising change
+	held         uint32     // points since the accepted level last jumped
+	rangeNow     [2]float64 // lowest and highest deseasonalised value in the current block
+	rangeBefore  [2]float64 // the same in the block before
+	blockN       uint32     // points in the current block
 
 	season   uint8      // seasonal model in use: 0 none, 1 daily, 2 daily and weekly
 	sbase    [3]float64 // slow levels of the series less season model k
@@ -168,6 +177,7 @@ func (d *Detector) Observe(t time.Time, v float64) Result {
 		d.n = 1
 		d.t0, d.tl = tn, tn
 		d.level, d.accepted, d.long, d.mag = y, y, y, math.Abs(y)
+		d.rangeNow, d.rangeBefore = [2]float64{y, y}, [2]float64{y, y}
 		d.sbase = [3]float64{y, y, y}
 		return Result{Expected: v, Low: v, High: v}
 	}
@@ -219,6 +229,28 @@ func (d *Detector) Observe(t time.Time, v float64) Result {
 	x[statChange] = (d.level - d.accepted) / sigDev
 	x[statDrift] = (d.level - d.long) / sigDev
 
+	// Records: a value beyond the (slowly relaxing) range of all values so far.
+	yr := y - act
+	record, recSide := 0.0, 0.0
+	lo := min(d.rangeNow[0], d.rangeBefore[0])
+	hi := max(d.rangeNow[1], d.rangeBefore[1])
+	if d.n > WarmupPoints {
+		// Beyond the range of the last recordBlock to 2*recordBlock points: a chance of
+		// about 1/n for n exchangeable points, and more surprising the farther beyond.
+		span := max(hi-lo, recordSpanFloor*d.floor())
+		nEff := float64(min(d.n-1, recordBlock+uint64(d.blockN)))
+		switch {
+		case yr > hi:
+			record, recSide = math.Log10(nEff)-recordDiscount+recordBeyond*(yr-hi)/span, 1
+		case yr < lo:
+			record, recSide = math.Log10(nEff)-recordDiscount+recordBeyond*(lo-yr)/span, -1
+		}
+	}
+	d.rangeNow[0], d.rangeNow[1] = min(d.rangeNow[0], yr), max(d.rangeNow[1], yr)
+	if d.blockN++; d.blockN >= recordBlock {
+		d.rangeBefore, d.rangeNow, d.blockN = d.rangeNow, [2]float64{yr, yr}, 0
+	}
+
 	var surprise [numStats]float64
 	for s := range x {
 		if x[s] >= 0 {
@@ -237,6 +269,9 @@ func (d *Detector) Observe(t time.Time, v float64) Result {
 		best, side := point, x[statUsual]
 		if lvl > point {
 			best, side = lvl, x[statDrift]
+		}
+		if record > best {
+			best, side = record, recSide
 		}
 		best -= math.Log10(2)
 		if best > 0 {

@@ -43,6 +43,11 @@ func (d *Detector) fields(c codec) {
 		c.f64(&d.serr[k])
 	}
 	c.f64(&d.gateTime)
+	for k := range 2 {
+		c.f64(&d.rangeNow[k])
+		c.f64(&d.rangeBefore[k])
+	}
+	c.u32(&d.blockN)
 	for i := range d.tails {
 		t := &d.tails[i]
 		for _, f := range []*float64{&t.rate, &t.m1, &t.m2, &t.n, &t.k} {
