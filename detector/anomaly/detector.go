@@ -51,11 +51,14 @@ const (
 	scaleRate       = 0.02
 	peakRate        = 0.02 // recent share of peaks: about the last 100 points
 	recordBlock     = 5000 // records are taken over the last 5000 to 10000 points
-	recordBeyond    = 40.0 // decimal digits of surprise per range beyond the range
+	recordBeyond    = 16.0 // decimal digits of surprise per range beyond the range
 	recordSpanFloor = 10.0 // the range is taken at least this many noise floors wide
 	recordDiscount  = 1.0
-	tailsAfter      = 50  // points before the tails start learning
-	scaleClip       = 4.0 // residuals beyond this many sigmas count this much in the scales
+	recordPrior     = 3.0  // weight of the prior mean excess of records, in records
+	recordMemory    = 30.0 // records the mean excess remembers
+	recordClip      = 5.0  // one record counts at most this many mean excesses
+	tailsAfter      = 50   // points before the tails start learning
+	scaleClip       = 4.0  // residuals beyond this many sigmas count this much in the scales
 	devRate         = 0.005
 	acceptLevel     = 4.0 // a level change this surprising (decimal digits) ...
 	acceptAfter     = 3   // ... for this many points in a row is accepted as the new normal
@@ -70,11 +73,10 @@ const (
 
 // The statistics a point is scored on, each with an up and a down tail.
 const (
-	statStep    = iota // the value against the one-step forecast
-	statUsual          // the value against the long-term expectation
-	statChange         // the fast level against the accepted level
-	statDrift          // the fast level against the long-term level
-	statDensity        // recent share of large one-step residuals against the long-term share
+	statStep   = iota // the value against the one-step forecast
+	statUsual         // the value against the long-term expectation
+	statChange        // the fast level against the accepted level
+	statDrift         // the fast level against the long-term level
 	numStats
 )
 
@@ -87,18 +89,16 @@ type Detector struct {
 	t0, tl int64   // first and last time stamp, Unix nanoseconds
 	dt     float64 // typical interval between points, seconds
 
-	level, trend float64    // fast level and damped trend of the deseasonalised series
-	accepted     float64    // accepted level: jumps to the fast level when a change is accepted
-	long         float64    // long-term level
-	sigma        float64    // noise scale of one-step residuals
-	devSigma     float64    // scale of the fast level around the long-term level
-	mag          float64    // mean |y|, for the noise floor of continuous series
-	run          int32      // signed length of the current run of large same-side residuals
-	accept       uint32     // points in a row with a very surprising change
-	held         uint32     // points since the accepted level last jumped
-	rangeNow     [2]float64 // lowest and highest deseasonalised value in the current block
-	rangeBefore  [2]float64 // the same in the block before
-	blockN       uint32     // points in the current block
+	level, trend float64 // fast level and damped trend of the deseasonalised series
+	accepted     float64 // accepted level: jumps to the fast level when a change is accepted
+	long         float64 // long-term level
+	sigma        float64 // noise scale of one-step residuals
+	devSigma     float64 // scale of the fast level around the long-term level
+	mag          float64 // mean |y|, for the noise floor of continuous series
+	run          int32   // signed length of the current run of large same-side residuals
+	accept       uint32  // points in a row with a very surprising change
+	held         uint32  // points since the accepted level last jumped
+	values       records // range of the deseasonalised values
 
 	season   uint8      // seasonal model in use: 0 none, 1 daily, 2 daily and weekly
 	sbase    [3]float64 // slow levels of the series less season model k
@@ -177,7 +177,7 @@ func (d *Detector) Observe(t time.Time, v float64) Result {
 		d.n = 1
 		d.t0, d.tl = tn, tn
 		d.level, d.accepted, d.long, d.mag = y, y, y, math.Abs(y)
-		d.rangeNow, d.rangeBefore = [2]float64{y, y}, [2]float64{y, y}
+		d.values = newRecords(y)
 		d.sbase = [3]float64{y, y, y}
 		return Result{Expected: v, Low: v, High: v}
 	}
@@ -229,27 +229,13 @@ func (d *Detector) Observe(t time.Time, v float64) Result {
 	x[statChange] = (d.level - d.accepted) / sigDev
 	x[statDrift] = (d.level - d.long) / sigDev
 
-	// Records: a value beyond the (slowly relaxing) range of all values so far.
+	// Records: the deseasonalised value beyond its range.
 	yr := y - act
 	record, recSide := 0.0, 0.0
-	lo := min(d.rangeNow[0], d.rangeBefore[0])
-	hi := max(d.rangeNow[1], d.rangeBefore[1])
 	if d.n > WarmupPoints {
-		// Beyond the range of the last recordBlock to 2*recordBlock points: a chance of
-		// about 1/n for n exchangeable points, and more surprising the farther beyond.
-		span := max(hi-lo, recordSpanFloor*d.floor())
-		nEff := float64(min(d.n-1, recordBlock+uint64(d.blockN)))
-		switch {
-		case yr > hi:
-			record, recSide = math.Log10(nEff)-recordDiscount+recordBeyond*(yr-hi)/span, 1
-		case yr < lo:
-			record, recSide = math.Log10(nEff)-recordDiscount+recordBeyond*(lo-yr)/span, -1
-		}
+		record, recSide = d.values.surprise(yr, d.n, recordSpanFloor*d.floor())
 	}
-	d.rangeNow[0], d.rangeNow[1] = min(d.rangeNow[0], yr), max(d.rangeNow[1], yr)
-	if d.blockN++; d.blockN >= recordBlock {
-		d.rangeBefore, d.rangeNow, d.blockN = d.rangeNow, [2]float64{yr, yr}, 0
-	}
+	d.values.add(yr, d.n > recordBlock, recordSpanFloor*d.floor())
 
 	var surprise [numStats]float64
 	for s := range x {
@@ -264,8 +250,10 @@ func (d *Detector) Observe(t time.Time, v float64) Result {
 		res.Warm = true
 		// A point is anomalous if neither the recent nor the usual behaviour explains it;
 		// the level, if it has moved away from both the accepted and the long-term level.
-		point := min(surprise[statStep], surprise[statUsual])
-		lvl := min(surprise[statChange], surprise[statDrift])
+		// A point (or level) between the recent and the usual one is explained by a
+		// partial return to normal: it only counts when both see it on the same side.
+		point := both(surprise[statStep], surprise[statUsual], x[statStep], x[statUsual])
+		lvl := both(surprise[statChange], surprise[statDrift], x[statChange], x[statDrift])
 		best, side := point, x[statUsual]
 		if lvl > point {
 			best, side = lvl, x[statDrift]
@@ -305,7 +293,7 @@ func (d *Detector) Observe(t time.Time, v float64) Result {
 	early := d.n <= 30
 	a := max(1/float64(d.n-1), scaleRate)
 	e := math.Abs(r) * 1.2533
-	if !early {
+	if !early && d.run < runUnclip && d.run > -runUnclip {
 		e = min(e, scaleClip*sig)
 	}
 	d.sigma += a * (e - d.sigma)
@@ -392,4 +380,67 @@ func (d *Detector) learnSeason(y, gap float64, seas [3]float64, ds, ws int) {
 		gw := min(gap, weeklySlot) / weeklySlot / min(math.Floor(span/weekSeconds), weeklyMemoryWeeks)
 		d.weekly[ws] += float32(gw * e[2])
 	}
+}
+
+// records keeps the range of a series over the last recordBlock to 2*recordBlock points,
+// in two blocks, and how far records usually go beyond it.
+type records struct {
+	now, before [2]float64 // lowest and highest value of the current and the last block
+	n           uint32     // points in the current block
+	gap         [2]float64 // mean excess of records below and above the range, in ranges
+	k           [2]float64 // records seen below and above (capped at recordMemory)
+}
+
+func newRecords(v float64) records {
+	g := 1 / (recordBeyond * ln10)
+	return records{now: [2]float64{v, v}, before: [2]float64{v, v}, gap: [2]float64{g, g}}
+}
+
+// beyond says whether v is beyond the range, on which side (0 below, 1 above) and by how
+// many ranges.
+func (r *records) beyond(v, minSpan float64) (bool, int, float64) {
+	lo, hi := min(r.now[0], r.before[0]), max(r.now[1], r.before[1])
+	span := max(hi-lo, minSpan)
+	switch {
+	case v > hi:
+		return true, 1, (v - hi) / span
+	case v < lo:
+		return true, 0, (lo - v) / span
+	}
+	return false, 0, 0
+}
+
+// surprise scores v against the range, in decimal digits, and gives its side (1 above,
+// -1 below, 0 inside). Beyond the range of the last n points the chance is about 1/n for
+// exchangeable points (less recordDiscount digits, so that a record by a hair does not
+// alert), times an exponential in how far beyond, with the series' own mean excess of
+// records. seen is the number of points before v; minSpan the narrowest range.
+func (r *records) surprise(v float64, seen uint64, minSpan float64) (float64, float64) {
+	out, side, e := r.beyond(v, minSpan)
+	if !out {
+		return 0, 0
+	}
+	base := math.Log10(float64(max(min(seen-1, recordBlock+uint64(r.n)), 1))) - recordDiscount
+	return base + e/(r.gap[side]*ln10), float64(2*side - 1)
+}
+
+// add takes v into the range, learning how far beyond it v went if it was a record.
+func (r *records) add(v float64, learn bool, minSpan float64) {
+	if out, side, e := r.beyond(v, minSpan); out && learn {
+		r.k[side] = min(r.k[side]+1, recordMemory)
+		r.gap[side] += (min(e, recordClip*r.gap[side]) - r.gap[side]) / (r.k[side] + recordPrior)
+	}
+	r.now[0], r.now[1] = min(r.now[0], v), max(r.now[1], v)
+	if r.n++; r.n >= recordBlock {
+		r.before, r.now, r.n = r.now, [2]float64{v, v}, 0
+	}
+}
+
+// both is the smaller of two surprises if their statistics x and y are on the same side,
+// and 0 if not.
+func both(sx, sy, x, y float64) float64 {
+	if (x > 0) != (y > 0) {
+		return 0
+	}
+	return min(sx, sy)
 }

@@ -44,14 +44,21 @@ func (d *Detector) fields(c codec) {
 	}
 	c.f64(&d.gateTime)
 	for k := range 2 {
-		c.f64(&d.rangeNow[k])
-		c.f64(&d.rangeBefore[k])
+		c.f64(&d.values.now[k])
+		c.f64(&d.values.before[k])
 	}
-	c.u32(&d.blockN)
+	c.u32(&d.values.n)
+	for k := range 2 {
+		c.f64(&d.values.gap[k])
+		c.f64(&d.values.k[k])
+	}
 	for i := range d.tails {
 		t := &d.tails[i]
-		for _, f := range []*float64{&t.rate, &t.m1, &t.m2, &t.n, &t.k} {
+		for _, f := range []*float64{&t.rate, &t.n, &t.k, &t.run} {
 			c.f64(f)
+		}
+		for j := range t.beyond {
+			c.f64(&t.beyond[j])
 		}
 	}
 	c.f32s(d.daily[:])
@@ -179,8 +186,13 @@ func (d *Detector) validate() error {
 		return errors.New("anomaly: detector state: negative scale")
 	}
 	for _, t := range d.tails {
-		if !(t.rate > 0 && t.rate <= 1 && t.m1 > 0 && t.m2 >= 0 && t.n >= 0 && t.n <= tailMemory && t.k >= 0 && t.k <= peakMemory) {
+		if !(t.rate > 0 && t.rate <= 1 && t.run >= 0 && t.n >= 0 && t.n <= tailMemory && t.k >= 0 && t.k <= peakMemory) {
 			return errors.New("anomaly: detector state: tail model out of range")
+		}
+		for j, b := range t.beyond {
+			if !(b >= 0 && b <= 1) || (j > 0 && b > t.beyond[j-1]) {
+				return errors.New("anomaly: detector state: tail model out of range")
+			}
 		}
 	}
 	for _, e := range d.serr {
