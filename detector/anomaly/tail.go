@@ -46,35 +46,43 @@ func newTail() tail {
 	return t
 }
 
-// logShare is the natural log of the share of peaks whose excess is beyond e (e >= 0).
-// Between the origin and the edges the model has seen peaks beyond (a share of at least
-// half a peak in its memory) the log share is interpolated linearly; beyond the last such
-// edge it falls on as an exponential with the slope of the last segment, at least halving
-// per doubling of the excess.
-func (t *tail) logShare(e float64) float64 {
+// The log share of peaks beyond an excess e is piecewise linear in e: from the origin
+// (share 1) through the edges the model has seen peaks beyond (a share of at least half a
+// peak in its memory); the first edge with no peak beyond it is bounded by that half peak;
+// past the last knot it falls on with the slope of the last segment, at least halving per
+// doubling of the excess. segments calls f with each segment (e0, l0) to (e1, l1), the
+// last one open-ended (e1 = +Inf), until f returns false.
+func (t *tail) segments(f func(e0, l0, slope, e1 float64) bool) {
 	resolved := 0.5 / (t.k + peakPrior)
 	prevE, prevL := 0.0, 0.0
-	slope := -1 / tailExcess0
+	tailSlope := -1 / tailExcess0
 	for j, edge := range tailEdges {
 		l := math.Log(t.beyond[j])
-		if t.beyond[j] < resolved {
-			// No peak seen beyond this edge: its share is at most about half a peak
-			// in the memory. Fall to that bound, and on with the same slope.
-			l = max(l, math.Log(resolved))
-			slope = min((l-prevL)/(edge-prevE), -math.Ln2/edge)
-			if e <= edge {
-				return prevL + slope*(e-prevE)
-			}
-			prevE, prevL = edge, l
+		seen := t.beyond[j] >= resolved
+		slope := (l - prevL) / (edge - prevE)
+		if !seen {
+			slope = min((math.Log(resolved)-prevL)/(edge-prevE), -math.Ln2/edge)
+		}
+		if !f(prevE, prevL, slope, edge) {
+			return
+		}
+		tailSlope = min(slope, -math.Ln2/edge)
+		prevE, prevL = edge, prevL+slope*(edge-prevE)
+		if !seen {
 			break
 		}
-		if e <= edge {
-			return prevL + (l-prevL)*(e-prevE)/(edge-prevE)
-		}
-		slope = min((l-prevL)/(edge-prevE), -math.Ln2/edge)
-		prevE, prevL = edge, l
 	}
-	return max(prevL+slope*(e-prevE), math.Log(minShare))
+	f(prevE, prevL, tailSlope, math.Inf(1))
+}
+
+// logShare is the natural log of the share of peaks whose excess is beyond e (e >= 0).
+func (t *tail) logShare(e float64) float64 {
+	var out float64
+	t.segments(func(e0, l0, slope, e1 float64) bool {
+		out = l0 + slope*(min(e, e1)-e0)
+		return e > e1
+	})
+	return max(out, math.Log(minShare))
 }
 
 // surprise is -log10 of the tail probability of x (x >= 0, in sigmas); 0 up to tailStart.
@@ -85,24 +93,19 @@ func (t *tail) surprise(x float64) float64 {
 	return -math.Log10(t.rate) - t.logShare(x-tailStart)/ln10
 }
 
-// quantile is the x whose surprise is s (at least tailStart), found by bisection.
+// quantile is the x whose surprise is s (at least tailStart).
 func (t *tail) quantile(s float64) float64 {
-	if t.surprise(tailStart+1e-9) >= s {
+	target := -(s + math.Log10(t.rate)) * ln10 // log share that gives surprise s
+	if target >= 0 {
 		return tailStart
 	}
-	lo, hi := 0.0, 1.0
-	for t.surprise(tailStart+hi) < s && hi < 1e6 {
-		lo, hi = hi, 2*hi
-	}
-	for range 40 {
-		mid := (lo + hi) / 2
-		if t.surprise(tailStart+mid) < s {
-			lo = mid
-		} else {
-			hi = mid
-		}
-	}
-	return tailStart + hi
+	target = max(target, math.Log(minShare))
+	e := 0.0
+	t.segments(func(e0, l0, slope, e1 float64) bool {
+		e = e0 + (target-l0)/slope
+		return e > e1
+	})
+	return tailStart + e
 }
 
 // update learns from one more point x (x >= 0, in sigmas). Peaks are declustered: a run
