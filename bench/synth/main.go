@@ -60,23 +60,33 @@ func main() {
 	out := flag.String("out", "out/synth", "output directory")
 	weeks := flag.Int("weeks", 4, "weeks of per-minute data")
 	score := flag.Bool("score", false, "replay the set through the detector and print recall and false alerts")
+	seeds := flag.Int("seeds", 1, "with -score: generate and score this many sets (seeds seed, seed+1, ...) in OUT/seed-N and add them up")
 	flag.BoolVar(&verbose, "v", false, "with -score: print every alert at moderate")
 	flag.Parse()
-	if err := run(*seed, *out, *weeks, *score); err != nil {
+	if err := run(*seed, *seeds, *out, *weeks, *score); err != nil {
 		fmt.Fprintln(os.Stderr, "synth:", err)
 		os.Exit(1)
 	}
 }
 
-func run(seed uint64, out string, weeks int, score bool) error {
-	labelsPath := filepath.Join(out, "labels.json")
-	if _, err := os.Stat(labelsPath); !score || errors.Is(err, fs.ErrNotExist) {
-		if err := generate(seed, out, weeks); err != nil {
-			return err
+func run(seed uint64, seeds int, out string, weeks int, score bool) error {
+	dirs := []string{out}
+	if score && seeds > 1 {
+		dirs = nil
+		for i := range uint64(seeds) {
+			dirs = append(dirs, filepath.Join(out, fmt.Sprintf("seed-%d", seed+i)))
+		}
+	}
+	for i, dir := range dirs {
+		_, err := os.Stat(filepath.Join(dir, "labels.json"))
+		if !score || errors.Is(err, fs.ErrNotExist) {
+			if err := generate(seed+uint64(i), dir, weeks); err != nil {
+				return err
+			}
 		}
 	}
 	if score {
-		return scoreSet(out)
+		return scoreSets(dirs)
 	}
 	return nil
 }
@@ -311,45 +321,21 @@ type tally struct {
 	byKind              map[string][2]int // detected, total
 }
 
-func scoreSet(dir string) error {
-	b, err := os.ReadFile(filepath.Join(dir, "labels.json"))
-	if err != nil {
-		return err
-	}
-	var labels map[string]Labels
-	if err := json.Unmarshal(b, &labels); err != nil {
-		return fmt.Errorf("labels.json: %v", err)
-	}
-	names := make([]string, 0, len(labels))
-	for n := range labels {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+func scoreSets(dirs []string) error {
 	sens := []anomaly.Sensitivity{anomaly.Slight, anomaly.Moderate, anomaly.Severe}
 	tallies := map[anomaly.Sensitivity]*tally{}
 	for _, s := range sens {
 		tallies[s] = &tally{byKind: map[string][2]int{}}
 	}
-	for _, name := range names {
-		lab := labels[name]
-		kind, err := anomaly.ParseKind(lab.Metric)
+	series := 0
+	for _, dir := range dirs {
+		n, err := scoreSet(dir, sens, tallies)
 		if err != nil {
-			return fmt.Errorf("%s: %v", name, err)
+			return err
 		}
-		for _, s := range sens {
-			alerts, first, last, err := replay(filepath.Join(dir, name), kind, s)
-			if err != nil {
-				return fmt.Errorf("%s: %v", name, err)
-			}
-			tallies[s].add(alerts, first, last, lab.Incidents)
-			if verbose && s == anomaly.Moderate {
-				for _, a := range alerts {
-					fmt.Printf("%s: alert at %s (%s)\n", name, a.Format(timeLayout), a.Weekday())
-				}
-			}
-		}
+		series += n
 	}
-	fmt.Printf("Synthetic API traffic (%s): %d series, per minute; scored after the first week\n\n", dir, len(names))
+	fmt.Printf("Synthetic API traffic (%s): %d sets, %d series, per minute; scored after the first week\n\n", strings.Join(dirs, ", "), len(dirs), series)
 	fmt.Println("| sensitivity | recall | false alerts / series-week | on clean series-weeks | median delay |")
 	fmt.Println("|---|---|---|---|---|")
 	for _, s := range sens {
@@ -372,6 +358,43 @@ func scoreSet(dir string) error {
 		fmt.Printf("- %s: %s\n", k, strings.Join(parts, " / "))
 	}
 	return nil
+}
+
+// scoreSet replays one generated set into tallies and returns its number of series.
+func scoreSet(dir string, sens []anomaly.Sensitivity, tallies map[anomaly.Sensitivity]*tally) (int, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "labels.json"))
+	if err != nil {
+		return 0, err
+	}
+	var labels map[string]Labels
+	if err := json.Unmarshal(b, &labels); err != nil {
+		return 0, fmt.Errorf("%s/labels.json: %v", dir, err)
+	}
+	names := make([]string, 0, len(labels))
+	for n := range labels {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		lab := labels[name]
+		kind, err := anomaly.ParseKind(lab.Metric)
+		if err != nil {
+			return 0, fmt.Errorf("%s: %v", name, err)
+		}
+		for _, s := range sens {
+			alerts, first, last, err := replay(filepath.Join(dir, name), kind, s)
+			if err != nil {
+				return 0, fmt.Errorf("%s/%s: %v", dir, name, err)
+			}
+			tallies[s].add(alerts, first, last, lab.Incidents)
+			if verbose && s == anomaly.Moderate {
+				for _, a := range alerts {
+					fmt.Printf("%s: alert at %s (%s)\n", name, a.Format(timeLayout), a.Weekday())
+				}
+			}
+		}
+	}
+	return len(names), nil
 }
 
 func median(xs []float64) string {

@@ -17,58 +17,58 @@ type Result struct {
 	// Expected is the value the detector expected here (the baseline level plus the
 	// seasonal pattern, when one has proved itself), in the units of the input.
 	Expected float64
-	// Low and High bound the values that would not be anomalous at the configured
-	// sensitivity as a single point. A run of values inside the band can still score
-	// through the sustained-deviation test.
+	// Low and High bound the values that the test against the long-term expectation
+	// accepts at the configured sensitivity. A run of values inside the band can still
+	// score through the level tests.
 	Low, High float64
 	// Warm is false during the warm-up (the first WarmupPoints points), when Score is 0.
 	Warm bool
 }
 
 // Model constants. They are the same for every series; the package documentation explains
-// each one. Rates are per point unless they say otherwise.
+// them. Rates are per point unless they say otherwise.
 const (
 	// WarmupPoints is the number of points a detector learns from before it scores.
 	WarmupPoints = 150
 
-	dailySlots  = 288  // time-of-day slots of the daily profile (5 minutes each)
-	dailySlot   = 300  // seconds per daily slot
-	weeklySlots = 168  // hour-of-week slots of the weekly correction
-	weeklySlot  = 3600 // seconds per weekly slot
-	daySeconds  = 86400
-	weekSeconds = 7 * daySeconds
+	levelRate = 0.2  // fast level: gain on the one-step residual (about 5 points)
+	trendRate = 0.01 // damped trend: gain on the one-step residual, times levelRate
+	trendDamp = 0.95 // damped trend: decay a point
+	levelClip = 3.0  // an isolated residual beyond this many sigmas moves the level this far only
+	runUnclip = 3    // after this many such residuals on one side, the level follows fully
 
-	levelRate = 0.2  // fast level: gain on the one-step residual
-	trendRate = 0.01 // damped trend: gain on the one-step residual (times levelRate)
-	trendDamp = 0.95 // damped trend: decay per point
-	levelClip = 3.0  // isolated residuals beyond this many sigmas move the level this far only
-	runUnclip = 3    // after this many large residuals on one side, the level follows fully
+	acceptRate  = 0.01                         // accepted level: follows the fast level (about 100 points)
+	acceptLevel = 10*SlightThreshold + 0.30103 // a change scoring slight (in decimal digits) ...
+	acceptAfter = 3                            // ... this many points in a row is accepted as the new normal
+	longRate    = 0.005                        // long-term level: follows the fast level (about 200 points) ...
+	longClip    = 3.0                          // ... by at most this many level spreads a point
+	longAdopt   = 200                          // an accepted level held this many points becomes the long-term one
 
-	acceptRate      = 0.01  // accepted level: follows the fast level
-	longRate        = 0.005 // long-term level: follows the fast level, at most longClip sigmas a point
-	longClip        = 3.0
-	longAdopt       = 200 // an accepted level held this many points becomes the long-term level
-	scaleRate       = 0.02
-	peakRate        = 0.02 // recent share of peaks: about the last 100 points
+	scaleRate  = 0.02  // noise scale of one-step residuals (about 50 points)
+	devRate    = 0.005 // spread of the fast level around the long-term level (about 200 points)
+	scaleClip  = 4.0   // residuals beyond this many sigmas count this much in the scales
+	tailsAfter = 50    // points before the tails start learning
+
 	recordBlock     = 5000 // records are taken over the last 5000 to 10000 points
-	recordBeyond    = 16.0 // decimal digits of surprise per range beyond the range
+	recordDiscount  = 1.0  // decimal digits taken off the 1/n chance of a record
+	recordBeyond    = 16.0 // prior: digits of surprise per range beyond the range (Gaussian, n = 10^4)
 	recordSpanFloor = 10.0 // the range is taken at least this many noise floors wide
-	recordDiscount  = 1.0
 	recordPrior     = 3.0  // weight of the prior mean excess of records, in records
-	recordMemory    = 30.0 // records the mean excess remembers
+	recordMemory    = 30.0 // records the learnt mean excess remembers
 	recordClip      = 5.0  // one record counts at most this many mean excesses
-	tailsAfter      = 50   // points before the tails start learning
-	scaleClip       = 4.0  // residuals beyond this many sigmas count this much in the scales
-	devRate         = 0.005
-	acceptLevel     = 4.0 // a level change this surprising (decimal digits) ...
-	acceptAfter     = 3   // ... for this many points in a row is accepted as the new normal
 
-	seasonBaseHalfDay = 43200.0 // seconds: memory of the slow levels the seasonal profiles are learnt against
-	dailyMemoryDays   = 7.0     // the daily profile forgets over about a week
-	weeklyMemoryWeeks = 4.0     // the weekly correction over about four weeks
-	gateMemory        = 3 * daySeconds
-	gateOn            = 0.85 // a seasonal model is used once its error is below 85% of the simpler one's
-	gateOff           = 0.95 // and dropped again above 95%
+	dailySlots        = 288  // time-of-day slots of the daily profile (5 minutes each)
+	dailySlot         = 300  // seconds per daily slot
+	weeklySlots       = 168  // hour-of-week slots of the weekly correction
+	weeklySlot        = 3600 // seconds per weekly slot
+	daySeconds        = 86400
+	weekSeconds       = 7 * daySeconds
+	seasonBaseHalfDay = 43200.0        // seconds: memory of the slow levels the profiles are learnt against
+	dailyMemoryDays   = 7.0            // the daily profile forgets over about a week
+	weeklyMemoryWeeks = 4.0            // the weekly correction over about four weeks
+	gateMemory        = 3 * daySeconds // memory of the errors that choose the seasonal model
+	gateOn            = 0.85           // a seasonal model is used once its error is below 85% of the simpler one's
+	gateOff           = 0.95           // and dropped again above 95%
 )
 
 // The statistics a point is scored on, each with an up and a down tail.
