@@ -49,6 +49,7 @@ const (
 	scaleClip  = 4.0   // residuals beyond this many sigmas count this much in the scales
 	tailsAfter = 50    // points before the tails start learning
 
+	silenceShare    = 0.5  // a silent count series earns this share of the Poisson evidence (overdispersion)
 	recordBlock     = 5000 // records are taken over the last 5000 to 10000 points
 	recordDiscount  = 1.0  // decimal digits taken off the 1/n chance of a record
 	recordBeyond    = 16.0 // prior: digits of surprise per range beyond the range (Gaussian, n = 10^4)
@@ -98,6 +99,7 @@ type Detector struct {
 	run          int32   // signed length of the current run of large same-side residuals
 	accept       uint32  // points in a row with a very surprising change
 	held         uint32  // points since the accepted level last jumped
+	silent       float64 // counts expected since the last non-zero count
 	values       records // range of the deseasonalised values
 
 	season   uint8      // seasonal model in use: 0 none, 1 daily, 2 daily and weekly
@@ -261,6 +263,9 @@ func (d *Detector) Observe(t time.Time, v float64) Result {
 		if record > best {
 			best, side = record, recSide
 		}
+		if silence := d.silent * math.Log10E * silenceShare; d.cfg.Kind == Count && v == 0 && silence > best {
+			best, side = silence, -1
+		}
 		best -= math.Log10(2)
 		if best > 0 {
 			res.Score = min(best/10, 1)
@@ -276,6 +281,11 @@ func (d *Detector) Observe(t time.Time, v float64) Result {
 		}
 	}
 	exp := d.long + act
+	if v == 0 {
+		d.silent += d.inverse(exp)
+	} else {
+		d.silent = 0
+	}
 	thr := 10*d.cfg.Sensitivity.Threshold() + math.Log10(2)
 	sigUsual := math.Hypot(sig, sigDev)
 	res.Expected = d.inverse(exp)

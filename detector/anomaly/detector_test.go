@@ -360,3 +360,20 @@ func TestMemoryPerSeries(t *testing.T) {
 	}
 	t.Logf("detector: %d bytes (struct), %.0f bytes of heap each over %d", detectorBytes(), per, n)
 }
+
+// A small customer (one call every two minutes) that goes silent for three hours is found,
+// going down; one that keeps calling is not.
+func TestSilenceOfASmallCustomer(t *testing.T) {
+	rng := rand.New(rand.NewPCG(12, 12))
+	s := series{step: time.Minute, values: make([]float64, 4*1440)}
+	const from, to = 3 * 1440, 3*1440 + 180
+	for k := range s.values {
+		if k < from || k >= to {
+			s.values[k] = poisson(rng, 0.5)
+		}
+	}
+	res, fired := run(t, Config{Kind: Count}, s, Moderate)
+	if len(fired) != 1 || fired[0] < from || fired[0] >= to || res[fired[0]].Direction != Down {
+		t.Errorf("alerts at %v, want one going down between %d and %d", fired, from, to)
+	}
+}

@@ -31,7 +31,7 @@ func (d *Detector) fields(c codec) {
 	c.u64(&d.n)
 	c.i64(&d.t0)
 	c.i64(&d.tl)
-	for _, f := range []*float64{&d.dt, &d.level, &d.trend, &d.accepted, &d.long, &d.sigma, &d.devSigma, &d.mag} {
+	for _, f := range []*float64{&d.dt, &d.level, &d.trend, &d.accepted, &d.long, &d.sigma, &d.devSigma, &d.mag, &d.silent} {
 		c.f64(f)
 	}
 	c.i32(&d.run)
@@ -182,7 +182,7 @@ func (d *Detector) validate() error {
 		return fmt.Errorf("anomaly: detector state: unknown seasonal model %d", d.season)
 	case d.tl < d.t0:
 		return errors.New("anomaly: detector state: last time before first time")
-	case d.dt < 0 || d.sigma < 0 || d.devSigma < 0 || d.mag < 0 || d.gateTime < 0:
+	case d.dt < 0 || d.sigma < 0 || d.devSigma < 0 || d.mag < 0 || d.gateTime < 0 || d.silent < 0:
 		return errors.New("anomaly: detector state: negative scale")
 	}
 	for _, t := range d.tails {
