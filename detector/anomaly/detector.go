@@ -41,6 +41,7 @@ const (
 	acceptLevel = 10*SlightThreshold + 0.30103 // a change scoring slight (in decimal digits) ...
 	acceptAfter = 3                            // ... this many points in a row is accepted as the new normal
 	longRate    = 0.005                        // long-term level: follows the fast level (about 200 points) ...
+	longSeconds = 43200.0                      // ... or about 12 hours, whichever is longer ...
 	longClip    = 3.0                          // ... by at most this many level spreads a point
 	longAdopt   = 200                          // an accepted level held this many points becomes the long-term one
 
@@ -315,7 +316,11 @@ func (d *Detector) Observe(t time.Time, v float64) Result {
 	d.devSigma += max(1/float64(d.n-1), devRate) * (ed - d.devSigma)
 	d.mag += max(1/float64(d.n-1), 0.01) * (math.Abs(y) - d.mag)
 	d.accepted += max(1/float64(d.n-1), acceptRate) * (d.level - d.accepted)
-	d.long += max(1/float64(d.n-1), longRate) * clamp(dev, longClip*sigDev)
+	lr := longRate
+	if d.dt > 0 {
+		lr = min(lr, d.dt/longSeconds) // about 200 points or 12 hours, whichever is longer
+	}
+	d.long += max(1/float64(d.n-1), lr) * clamp(dev, longClip*sigDev)
 	d.held++
 	if d.accept >= acceptAfter {
 		d.accepted, d.accept, d.held = d.level, 0, 0
