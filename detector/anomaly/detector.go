@@ -209,10 +209,18 @@ func (d *Detector) Observe(t time.Time, v float64) Result {
 	sig := max(d.sigma, d.floor())
 	devFloor := sig * math.Sqrt(levelRate/(2-levelRate))
 	sigDev := max(d.devSigma, devFloor)
+	exp := d.long + act // the usual value here
+	if d.cfg.Kind == Count {
+		if v == 0 {
+			d.silent += d.inverse(exp)
+		} else {
+			d.silent = 0
+		}
+	}
 	var x [numStats]float64
 	r := y - (d.level + trendDamp*d.trend + act)
 	x[statStep] = r / sig
-	x[statUsual] = (y - d.long - act) / math.Hypot(sig, sigDev)
+	x[statUsual] = (y - exp) / math.Hypot(sig, sigDev)
 
 	// Fast level and trend (Holt, error-correction form), robust to isolated outliers.
 	switch {
@@ -264,7 +272,7 @@ func (d *Detector) Observe(t time.Time, v float64) Result {
 		if record > best {
 			best, side = record, recSide
 		}
-		if silence := d.silent * math.Log10E * silenceShare; d.cfg.Kind == Count && v == 0 && silence > best {
+		if silence := d.silent * math.Log10E * silenceShare; silence > best {
 			best, side = silence, -1
 		}
 		best -= math.Log10(2)
@@ -280,12 +288,6 @@ func (d *Detector) Observe(t time.Time, v float64) Result {
 		} else {
 			d.accept = 0
 		}
-	}
-	exp := d.long + act
-	if v == 0 {
-		d.silent += d.inverse(exp)
-	} else {
-		d.silent = 0
 	}
 	thr := 10*d.cfg.Sensitivity.Threshold() + math.Log10(2)
 	sigUsual := math.Hypot(sig, sigDev)

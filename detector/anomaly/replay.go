@@ -49,7 +49,8 @@ func parseTime(s string) (time.Time, bool) {
 //
 // The input has a header line naming the columns timestamp and value (other columns are
 // ignored), then one row per point in time order. Time stamps are "2014-04-01 00:00:00"
-// (optionally with a fraction of a second) or RFC 3339; without an offset they are UTC.
+// (optionally with a fraction of a second) or RFC 3339; without an offset they are UTC,
+// and the daily and weekly cycles follow the wall clock of each time stamp's offset.
 // The output has the header timestamp,value,anomaly_score,alert and one row per input
 // row, in the same order, with the time stamp and value exactly as they came in.
 // anomaly_score is the detector's Score; alert is 1 only on the row where the alert at
