@@ -92,9 +92,10 @@
 // were chosen on two sets (bench/nab/README.md): on the NAB development corpus, the alert
 // column at moderate must stay within 10 points of NAB's swept score (43.97 against
 // 52.48); on the synthetic API traffic set (5 seeds, 35 incidents), moderate finds 27
-// incidents with 0.19 false alerts per series-week, severe 16 with 0.03. On white noise, moderate raises about 0.25 false alerts
-// per series-week of per-minute data (a one-in-60,000-points event happens), severe none;
-// on Poisson counts of mean 0.5 to 50, none.
+// incidents with 0.19 false alerts per series-week, severe 16 with 0.03. On white noise,
+// moderate raises about 0.25 false alerts per series-week of per-minute data (a
+// one-in-60,000-points event happens), severe none; on Poisson counts of mean 0.5 to 50,
+// none.
 //
 // The Alerter turns scores into alerts: it fires when a warm point scores at least the
 // threshold on a matching side, stays firing while points score at least 75% of it, and
