@@ -93,11 +93,12 @@ func (d Direction) Matches(got Direction) bool { return got != None && d&got == 
 type Sensitivity uint8
 
 const (
-	// Moderate: the default; about one false alert per series-month on clean traffic.
+	// Moderate: the default; score 0.45, about one false alert per series-month of
+	// per-minute traffic.
 	Moderate Sensitivity = iota
-	// Slight: more alerts, earlier; catches smaller deviations.
+	// Slight: score 0.40; more alerts (about two per series-month), and earlier.
 	Slight
-	// Severe: only clear-cut anomalies.
+	// Severe: score 0.60; only clear-cut anomalies (about one per series-year).
 	Severe
 )
 
