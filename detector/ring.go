@@ -5,9 +5,14 @@ package detector
 // up to n entries and then reuses the oldest bucket in place, sketches' memory included.
 type ring struct {
 	buf  []bucket
-	head int // index of the oldest bucket
+	head int   // index of the oldest bucket
 	size int
+	last int64 // the newest bucket's slot (when size > 0), kept here so that a query can
+	// tell without touching the buffer whether the ring has anything in its window
 }
+
+// maxResolutions bounds the rings of a series.
+const maxResolutions = 3
 
 // resolution describes one ring of a view.
 type resolution struct {
@@ -15,7 +20,13 @@ type resolution struct {
 	slots int64 // number of buckets kept; horizon = secs * slots
 }
 
-func (r *ring) at(i int) *bucket { return &r.buf[(r.head+i)%len(r.buf)] }
+func (r *ring) at(i int) *bucket {
+	j := r.head + i
+	if j >= len(r.buf) {
+		j -= len(r.buf)
+	}
+	return &r.buf[j]
+}
 
 // bucketFor returns the bucket for slot, creating it when needed; nil when the slot is
 // older than the ring keeps (n slots back from the newest bucket).
@@ -43,6 +54,7 @@ func (r *ring) bucketFor(slot, n int64) *bucket {
 	b := r.at(r.size)
 	r.size++
 	b.reset(slot)
+	r.last = slot
 	return b
 }
 
@@ -108,6 +120,21 @@ func (r *ring) grow(n int64) {
 // window calls fn for every bucket with from < slot <= to, oldest first.
 func (r *ring) window(from, to int64, fn func(b *bucket)) {
 	if r.size == 0 {
+		return
+	}
+	if last := r.last; last <= to {
+		// The window reaches the newest bucket (the usual case: it ends now): walk back
+		// from the end, which costs the buckets in the window and nothing more.
+		if last <= from {
+			return
+		}
+		i := r.size - 1
+		for i > 0 && r.at(i-1).slot > from {
+			i--
+		}
+		for ; i < r.size; i++ {
+			fn(r.at(i))
+		}
 		return
 	}
 	// Binary search for the first slot > from.

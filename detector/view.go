@@ -76,7 +76,7 @@ func (v *view) get(l *Labels) *series {
 	if s = v.m[*l]; s != nil {
 		return s
 	}
-	s = &series{labels: *l, rings: make([]ring, len(v.res))}
+	s = &series{labels: *l}
 	v.m[*l] = s
 	v.n.Add(1)
 	v.listMu.Lock()

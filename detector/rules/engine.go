@@ -110,6 +110,9 @@ func (e *Engine) compile(r Rule) (*compiled, error) {
 	default:
 		c.need = detector.NeedCounts
 	}
+	if r.MinCalls > 0 || r.Metric == MetricErrorRate || r.Metric == MetricSuccessRate {
+		c.need |= detector.NeedTotals // ratios and min_calls count every call, not only matches
+	}
 	dims := group | m.Dims()
 	if dims&detector.CallerDims != 0 && !detector.RouteDims.Contains(dims) {
 		horizon := time.Duration(r.Window + r.Compare)
