@@ -36,10 +36,10 @@ type Need uint8
 
 // What a query needs besides counts.
 const (
-	NeedAll      Need = 0 // latency and callers
-	NeedCounts   Need = 1 // counts only
-	NeedLatency  Need = 2 // counts and the latency histogram
-	NeedCallers  Need = 4 // counts and the distinct-caller sketch
+	NeedAll     Need = 0 // latency and callers
+	NeedCounts  Need = 1 // counts only
+	NeedLatency Need = 2 // counts and the latency histogram
+	NeedCallers Need = 4 // counts and the distinct-caller sketch
 	// NeedTotals asks for Total and its split by class (the denominators of ratios) when
 	// the filter has a status part; without it, calls outside the status filter are not
 	// visited at all and Total only counts matching calls.

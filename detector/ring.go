@@ -5,7 +5,7 @@ package detector
 // up to n entries and then reuses the oldest bucket in place, sketches' memory included.
 type ring struct {
 	buf  []bucket
-	head int   // index of the oldest bucket
+	head int // index of the oldest bucket
 	size int
 	last int64 // the newest bucket's slot (when size > 0), kept here so that a query can
 	// tell without touching the buffer whether the ring has anything in its window
