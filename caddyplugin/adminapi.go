@@ -14,6 +14,7 @@ import (
 
 	"github.com/vigilgw/vigil/caddyplugin/blocklist"
 	"github.com/vigilgw/vigil/caddyplugin/identity"
+	"github.com/vigilgw/vigil/caddyplugin/metrics"
 )
 
 func init() {
@@ -93,6 +94,9 @@ func init() {
 	})
 	handleAdmin("/vigil/quotas/{kind}/{value}", adminRoute{
 		http.MethodGet: getQuotas,
+	})
+	handleAdmin("/vigil/metrics", adminRoute{
+		http.MethodGet: getMetrics,
 	})
 	handleAdmin("/vigil/test/clock", adminRoute{
 		http.MethodGet: getTestClock,
@@ -334,6 +338,13 @@ func getQuotas(e *engine, w http.ResponseWriter, r *http.Request) error {
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
+}
+
+// getMetrics serves the Prometheus text exposition. Prefer the vigil_metrics handler for
+// scraping: Caddy logs every admin request at INFO except /metrics.
+func getMetrics(e *engine, w http.ResponseWriter, r *http.Request) error {
+	w.Header().Set("Content-Type", metrics.ContentType)
+	return e.metrics.WritePrometheus(w)
 }
 
 func testClockEnabled(e *engine) error {

@@ -14,6 +14,7 @@ import (
 	"github.com/vigilgw/vigil/caddyplugin/blocklist"
 	"github.com/vigilgw/vigil/caddyplugin/endpoint"
 	"github.com/vigilgw/vigil/caddyplugin/limit"
+	"github.com/vigilgw/vigil/caddyplugin/metrics"
 	"github.com/vigilgw/vigil/detector"
 	"github.com/vigilgw/vigil/detector/rules"
 	"github.com/vigilgw/vigil/notifier"
@@ -39,6 +40,7 @@ type engine struct {
 	endpoints *endpoint.Table
 	keys      keyIDs
 	rules     *rules.Engine
+	metrics   *metrics.Registry
 	logger    *slog.Logger
 
 	// queue delivers alert events; created with the first configuration that starts,
@@ -80,7 +82,27 @@ func newEngine(app *App, logger *slog.Logger) *engine {
 		logger:    logger,
 	}
 	e.rules = rules.NewEngine(e.store, rules.Options{History: app.EventHistory, Logger: logger})
+	e.metrics = metrics.New(metrics.Options{MaxEndpoints: min(app.MaxSeries, 500)})
+	e.metrics.SetScrapeHook(e.reportMetrics)
 	return e
+}
+
+// reportMetrics fills the metrics that are read from the engine's parts at scrape time.
+func (e *engine) reportMetrics(r *metrics.Registry) {
+	st := e.store.Stats()
+	r.SetStoreStats(metrics.StoreStats{Series: st.Series + st.DetailSeries, Users: st.Users, Companies: st.Companies, Keys: st.Keys, Overflow: st.Overflow})
+	r.SetAlertsFiring(e.rules.Firing())
+	e.queueMu.Lock()
+	q := e.queue
+	e.queueMu.Unlock()
+	if q != nil {
+		qs := q.Stats()
+		cs := make([]metrics.ChannelStats, len(qs))
+		for i, c := range qs {
+			cs[i] = metrics.ChannelStats{Channel: c.Name, QueueLength: c.QueueLength, Delivered: c.Delivered, Failed: c.Failed, Dropped: c.Dropped, Retried: c.Retries}
+		}
+		r.SetNotificationStats(cs)
+	}
 }
 
 // apply hands a starting configuration's channels and rules to the engine: the delivery
@@ -109,12 +131,6 @@ func (e *engine) apply(a *App, channels []notifier.Channel) error {
 		return fmt.Errorf("alerts: %w", err)
 	}
 	return nil
-}
-
-// blockedAtRuntime reports whether the run-time block list refuses the caller.
-func (e *engine) blockedAtRuntime(c blocklist.Caller, now time.Time) bool {
-	_, ok := e.blocks.Match(c, now)
-	return ok
 }
 
 // now is the engine's clock: the wall clock, shifted when a test has set the clock.

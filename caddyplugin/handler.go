@@ -295,7 +295,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 
 	// Block list: this site's entries, then the run-time ones.
 	caller := blocklist.Caller{User: c.User, Company: c.Company, Key: c.Key, IP: c.IP}
-	if _, blocked := h.blocks.Match(caller, now); blocked || e.blockedAtRuntime(caller, now) {
+	entry, blocked := h.blocks.Match(caller, now)
+	if !blocked {
+		entry, blocked = e.blocks.Match(caller, now)
+	}
+	if blocked {
+		e.metrics.Blocked(string(entry.Kind))
 		c.Blocked = true
 		c.Status = http.StatusForbidden
 		h.refuse(w, repl, http.StatusForbidden, "blocked", nil, 0)
@@ -348,6 +353,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 func (h *Handler) finish(c *detector.Call, start time.Time, repl *caddy.Replacer) {
 	c.Latency = time.Since(start)
 	c.Time = h.eng.now() // calls are counted when they complete
+	h.eng.metrics.ObserveRequest(c.Endpoint, c.Method, c.Status, c.Latency)
 	if c.Status >= 400 && repl != nil {
 		// Failed calls carry the request id of the access log, for samples in alerts.
 		c.RequestID, _ = repl.GetString("http.request.uuid")
@@ -380,6 +386,7 @@ func (h *Handler) limit(w http.ResponseWriter, r *http.Request, repl *caddy.Repl
 		}
 		qd[i] = d
 		if !d.Allowed {
+			e.metrics.QuotaExceeded(p.name)
 			h.giveBackQuotas(ctx, c, ip, now, counted)
 			_, t := d.RateLimitParams(now)
 			rl = limit.AppendRateLimit(rl, p.name, 0, t)
@@ -415,6 +422,7 @@ func (h *Handler) limit(w http.ResponseWriter, r *http.Request, repl *caddy.Repl
 			r, t := out[i].RateLimitParams()
 			rl = limit.AppendRateLimit(rl, h.limits[i].name, r, t)
 			if !out[i].Allowed {
+				e.metrics.RateLimited(h.limits[i].name)
 				violated = append(violated, h.limits[i].name)
 				retry = max(retry, out[i].RetryAfterSeconds())
 			}
