@@ -13,6 +13,7 @@ type bucket struct {
 	n5xx     uint32 // 5xx, and calls that got no status at all
 	blocked  uint32
 	limited  uint32
+	fails    [numFailKinds]uint32 // upstream failures by kind (connect, timeout, tls, other)
 	bytesIn  uint64
 	bytesOut uint64
 	latSum   float64 // microseconds
@@ -29,6 +30,7 @@ type point struct {
 	bytesIn    uint64
 	bytesOut   uint64
 	latency    float64 // microseconds
+	failure    Failure
 	bin        sketch.Bin
 	callerHash uint64
 }
@@ -48,6 +50,9 @@ func (b *bucket) add(p *point) {
 	}
 	if p.limited {
 		b.limited++
+	}
+	if p.failure > FailureStatus {
+		b.fails[failKind(p.failure)]++
 	}
 	b.bytesIn += p.bytesIn
 	b.bytesOut += p.bytesOut

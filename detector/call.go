@@ -54,6 +54,12 @@ const (
 	numFailures
 )
 
+// numFailKinds is the number of failure kinds kept in buckets: the ones beyond
+// FailureStatus (a 5xx is already counted by its status).
+const numFailKinds = int(numFailures - FailureConnect)
+
+func failKind(f Failure) int { return int(f - FailureConnect) }
+
 var failureNames = [numFailures]string{"", "status", "connect", "timeout", "tls", "other"}
 
 // String returns the failure's name ("connect", "timeout", ...), or "" for FailureNone.

@@ -67,6 +67,9 @@ type Aggregate struct {
 	// Blocked and Limited count the matching calls refused by the block list, a rate limit
 	// or a quota.
 	Blocked, Limited uint64
+	// Failures counts matching calls whose upstream failed without a status, by kind:
+	// FailureConnect, FailureTimeout, FailureTLS, FailureOther (index Failure-FailureConnect).
+	Failures [numFailKinds]uint64
 	// BytesIn and BytesOut sum request and response bytes of the matching calls.
 	BytesIn, BytesOut uint64
 	// LatencySum sums the latency of matching calls, in microseconds.
@@ -134,6 +137,15 @@ func (a *Aggregate) UniqueCallers() uint64 {
 		return a.Callers.Estimate()
 	}
 	return a.distinct
+}
+
+// FailuresOf returns how many matching calls failed at the upstream with kind f
+// (FailureConnect, FailureTimeout, FailureTLS or FailureOther).
+func (a *Aggregate) FailuresOf(f Failure) uint64 {
+	if f < FailureConnect || f >= numFailures {
+		return 0
+	}
+	return a.Failures[failKind(f)]
 }
 
 // HasLatency reports whether the aggregate carries latency (it does unless it was
@@ -400,6 +412,9 @@ func addBucket(a *Aggregate, b *bucket, hit bool) {
 	a.Count += uint64(b.n)
 	a.Blocked += uint64(b.blocked)
 	a.Limited += uint64(b.limited)
+	for i, n := range b.fails {
+		a.Failures[i] += uint64(n)
+	}
 	a.BytesIn += b.bytesIn
 	a.BytesOut += b.bytesOut
 	a.LatencySum += b.latSum

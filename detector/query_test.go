@@ -54,6 +54,9 @@ func newWorld(t testing.TB, seed uint64, n int, track ...trackKey) *world {
 			Limited:  rng.IntN(20) == 0,
 			IP:       netip.AddrFrom4([4]byte{10, 1, byte(rng.IntN(4)), byte(rng.IntN(200))}),
 		}
+		if c.Status == 502 || c.Status == 0 {
+			c.Failure = []Failure{FailureConnect, FailureTimeout, FailureTLS, FailureOther}[rng.IntN(4)]
+		}
 		// As in the gateway: blocked calls are answered 403, limited ones 429.
 		if c.Blocked {
 			c.Status, c.Limited = 403, false
@@ -96,6 +99,7 @@ func bruteResolution(res []resolution, now, start int64) resolution {
 
 type bruteAgg struct {
 	total, ok, s4, s5, count, blocked, limited, bytesIn, bytesOut uint64
+	fails                                                         [numFailKinds]uint64
 	lat                                                           []float64
 	callers                                                       map[string]bool
 }
@@ -170,6 +174,9 @@ func (w *world) brute(f *Filter, group DimSet, window time.Duration, end time.Ti
 		}
 		if c.Limited {
 			a.limited++
+		}
+		if c.Failure > FailureStatus {
+			a.fails[failKind(c.Failure)]++
 		}
 		a.bytesIn += uint64(c.BytesIn)
 		a.bytesOut += uint64(c.BytesOut)
@@ -257,6 +264,9 @@ func compareAggregates(t *testing.T, name string, got []Aggregate, want map[Labe
 		}
 		if a.Latency == nil {
 			continue // caller history keeps no latency
+		}
+		if a.Failures != b.fails {
+			t.Errorf("%s group %+v: failures %v, want %v", name, a.Group, a.Failures, b.fails)
 		}
 		if a.BytesIn != b.bytesIn || a.BytesOut != b.bytesOut {
 			t.Errorf("%s group %+v: bytes %d/%d, want %d/%d", name, a.Group, a.BytesIn, a.BytesOut, b.bytesIn, b.bytesOut)

@@ -214,6 +214,7 @@ func (s *Store) apply(c *Call) {
 		bytesIn:  nonNeg(c.BytesIn),
 		bytesOut: nonNeg(c.BytesOut),
 		latency:  float64(c.Latency) / float64(time.Microsecond),
+		failure:  c.Failure,
 	}
 	p.bin = sketch.BinOf(p.latency)
 	p.callerHash = callerHash(l.User, c)
