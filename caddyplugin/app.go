@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/certmagic"
 
 	"github.com/vigilgw/vigil/detector/rules"
 	"github.com/vigilgw/vigil/notifier"
@@ -73,6 +74,16 @@ type App struct {
 	logger   *slog.Logger
 	handlers *handlerSet
 	channels []notifier.Channel
+	storage  certmagic.Storage
+}
+
+// channelNames returns the names of the configured channels.
+func (a *App) channelNames() map[string]bool {
+	m := make(map[string]bool, len(a.Channels))
+	for _, c := range a.Channels {
+		m[c.Name] = true
+	}
+	return m
 }
 
 // handlerSet collects the vigil handlers of one config generation as they are
@@ -94,6 +105,7 @@ func (App) CaddyModule() caddy.ModuleInfo {
 func (a *App) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Slogger()
 	a.handlers = new(handlerSet)
+	a.storage = ctx.Storage()
 	if a.Tick == 0 {
 		a.Tick = caddy.Duration(time.Second)
 	}

@@ -40,6 +40,8 @@ type engine struct {
 	endpoints *endpoint.Table
 	keys      keyIDs
 	rules     *rules.Engine
+	api       apiRules   // rules created through the admin API
+	applyMu   sync.Mutex // serialises rule-set changes (config starts, API edits)
 	metrics   *metrics.Registry
 	logger    *slog.Logger
 
@@ -127,10 +129,19 @@ func (e *engine) apply(a *App, channels []notifier.Channel) error {
 		return fmt.Errorf("updating alert channels: %w", err)
 	}
 	e.queueMu.Unlock()
-	if err := e.rules.SetRules(append([]rules.Rule(nil), a.Alerts...), e.now()); err != nil {
+	e.api.load(a.storage, e.logger.Warn)
+	if err := e.setRules(a); err != nil {
 		return fmt.Errorf("alerts: %w", err)
 	}
 	return nil
+}
+
+// setRules hands the rule engine the configuration's rules and the API rules.
+func (e *engine) setRules(a *App) error {
+	e.applyMu.Lock()
+	defer e.applyMu.Unlock()
+	eff, _ := effectiveRules(a.Alerts, e.api.list(), a.channelNames())
+	return e.rules.SetRules(eff, e.now())
 }
 
 // now is the engine's clock: the wall clock, shifted when a test has set the clock.

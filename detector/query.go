@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/vigilgw/vigil/detector/sketch"
@@ -769,15 +770,17 @@ func (s *Store) Range(q *RangeQuery) (time.Time, []RangeGroup, error) {
 		}
 	}
 	if ri < 0 {
-		// Beyond every horizon: the coarsest resolution that divides the step.
-		for i := len(v.res) - 1; i >= 0; i-- {
-			if step%v.res[i].secs == 0 {
-				ri = i
-				break
+		// Beyond every horizon: the coarsest resolution, if it divides the step.
+		last := len(v.res) - 1
+		oldest := (floorDiv(now, v.res[last].secs) - v.res[last].slots + 1) * v.res[last].secs
+		if from < oldest && step%v.res[last].secs == 0 {
+			ri = last
+		} else {
+			var kept []string
+			for _, r := range v.res {
+				kept = append(kept, fmt.Sprintf("%ds buckets for %s", r.secs, time.Duration(r.secs*r.slots)*time.Second))
 			}
-		}
-		if ri < 0 {
-			return time.Time{}, nil, &FieldError{Field: "step", Err: fmt.Errorf("%ds is not a multiple of a kept resolution", step)}
+			return time.Time{}, nil, &FieldError{Field: "step", Err: fmt.Errorf("%ds is finer than what is kept that far back (%s): use a longer step or a shorter range", step, strings.Join(kept, ", "))}
 		}
 	}
 	r := v.res[ri]
@@ -820,4 +823,18 @@ func (s *Store) Range(q *RangeQuery) (time.Time, []RangeGroup, error) {
 		out = append(out, *rg)
 	}
 	return time.Unix(from, 0).UTC(), out, nil
+}
+
+// SortRangeGroups orders range groups by their group labels, for stable output.
+func SortRangeGroups(gs []RangeGroup, dims DimSet) {
+	ds := dims.List()
+	sort.Slice(gs, func(i, j int) bool {
+		for _, d := range ds {
+			a, b := gs[i].Group.Get(d), gs[j].Group.Get(d)
+			if a != b {
+				return a < b
+			}
+		}
+		return false
+	})
 }

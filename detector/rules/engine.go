@@ -671,3 +671,43 @@ func (l LogNotifier) Notify(b alert.Batch) {
 		l.Logger.Info("vigil alert", "channel", b.Channel, "rule", ev.RuleID, "state", string(ev.State), "summary", ev.Summary, "event", ev.ID)
 	}
 }
+
+// Instance describes one alert instance that is pending or firing.
+type Instance struct {
+	RuleID    string            `json:"rule_id"`
+	RuleName  string            `json:"rule_name"`
+	State     alert.State       `json:"state"`
+	Group     map[string]string `json:"group"`
+	Value     float64           `json:"value"`
+	Since     time.Time         `json:"since"`
+	StartedAt time.Time         `json:"started_at,omitzero"`
+	// Upstream is the upstream the instance is about: its group's, or its rule's filter's.
+	Upstream string `json:"upstream,omitempty"`
+}
+
+// Instances returns the pending and firing instances of every rule, by rule order.
+func (e *Engine) Instances() []Instance {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []Instance
+	for _, c := range e.rules {
+		keys := make([]detector.Labels, 0, len(c.instances))
+		for g := range c.instances {
+			keys = append(keys, g)
+		}
+		sortLabels(keys, c.group)
+		for _, g := range keys {
+			inst := c.instances[g]
+			in := Instance{RuleID: c.rule.ID, RuleName: c.rule.Name, State: inst.state, Group: g.Map(c.group),
+				Value: roundValue(inst.value), Since: inst.since.UTC(), StartedAt: inst.startedAt.UTC(), Upstream: c.rule.Filter.Upstream}
+			if c.group.Has(detector.DimUpstream) {
+				in.Upstream = g.Upstream
+			}
+			if inst.state != alert.Firing {
+				in.StartedAt = time.Time{}
+			}
+			out = append(out, in)
+		}
+	}
+	return out
+}

@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"encoding/json"
 	"fmt"
 	"math"
 	"strings"
@@ -405,4 +406,29 @@ func TestDurations(t *testing.T) {
 			t.Errorf("FormatDuration(%v) = %q, want %q", d, got, want)
 		}
 	}
+}
+
+func FuzzDecodeRule(f *testing.F) {
+	f.Add([]byte(`{"name": "401 storm", "metric": "count", "filter": {"status": "401"}, "window": "15m", "threshold": 20, "throttle": "1h", "group_by": ["user"]}`))
+	f.Add([]byte(`{"name": "x", "metric": "percent_change", "compare": "7d", "threshold": 20, "resolve_below": 10}`))
+	f.Add([]byte(`{"name": "x", "type": "anomaly", "metric": "latency", "sensitivity": "severe"}`))
+	f.Add([]byte(`{"window": 12, "throttle": 5}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r, err := DecodeRule(data)
+		if err != nil {
+			return
+		}
+		// A rule that decodes encodes and decodes again to the same rule.
+		b, err := json.Marshal(&r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r2, err := DecodeRule(b)
+		if err != nil {
+			t.Fatalf("re-decoding %s: %v", b, err)
+		}
+		if r.Fingerprint() != r2.Fingerprint() {
+			t.Fatalf("round trip changed the rule: %s vs %s", r.Fingerprint(), r2.Fingerprint())
+		}
+	})
 }
