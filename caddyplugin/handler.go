@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -73,6 +74,7 @@ type Handler struct {
 	quotas    []quotaPolicy
 	// policyHeader is the RateLimit-Policy value of the token buckets (constant).
 	policyHeader []byte
+	policy       *atomic.Pointer[cachedPolicy] // set in Provision
 	hasLimits    bool
 }
 
@@ -255,6 +257,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("at most %d rate limits and %d quotas per handler", maxPolicies, maxPolicies)
 	}
 	h.hasLimits = len(h.limits)+len(h.quotas) > 0
+	h.policy = new(atomic.Pointer[cachedPolicy])
 	for _, p := range h.limits {
 		h.policyHeader = limit.AppendPolicy(h.policyHeader, p.name, p.headerQ, p.headerW, p.headerBurst)
 	}
@@ -270,7 +273,7 @@ const maxPolicies = 8
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	start := time.Now()
 	e := h.eng
-	now := e.now()
+	now := e.at(start)
 	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 
 	c := detector.Call{
@@ -303,7 +306,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		e.metrics.Blocked(string(entry.Kind))
 		c.Blocked = true
 		c.Status = http.StatusForbidden
-		h.refuse(w, repl, http.StatusForbidden, "blocked", nil, 0)
+		c.BytesOut = int64(h.refuse(w, repl, http.StatusForbidden, "blocked", nil, 0))
 		h.finish(&c, start, repl)
 		return nil
 	}
@@ -351,8 +354,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 
 // finish records the call.
 func (h *Handler) finish(c *detector.Call, start time.Time, repl *caddy.Replacer) {
-	c.Latency = time.Since(start)
-	c.Time = h.eng.now() // calls are counted when they complete
+	end := time.Now()
+	c.Latency = end.Sub(start)
+	c.Time = h.eng.at(end) // calls are counted when they complete
 	h.eng.metrics.ObserveRequest(c.Endpoint, c.Method, c.Status, c.Latency)
 	if c.Status >= 400 && repl != nil {
 		// Failed calls carry the request id of the access log, for samples in alerts.
@@ -391,7 +395,7 @@ func (h *Handler) limit(w http.ResponseWriter, r *http.Request, repl *caddy.Repl
 			_, t := d.RateLimitParams(now)
 			rl = limit.AppendRateLimit(rl, p.name, 0, t)
 			h.setHeaders(w, rl, now, qd[:i+1])
-			h.refuse(w, repl, http.StatusTooManyRequests, "quota exceeded", []string{p.name}, t)
+			c.BytesOut = int64(h.refuse(w, repl, http.StatusTooManyRequests, "quota exceeded", []string{p.name}, t))
 			return true
 		}
 		counted = i + 1
@@ -430,7 +434,7 @@ func (h *Handler) limit(w http.ResponseWriter, r *http.Request, repl *caddy.Repl
 		if !ok {
 			h.giveBackQuotas(ctx, c, ip, now, counted)
 			h.setHeaders(w, rl, now, nil)
-			h.refuse(w, repl, http.StatusTooManyRequests, "rate limit exceeded", violated, retry)
+			c.BytesOut = int64(h.refuse(w, repl, http.StatusTooManyRequests, "rate limit exceeded", violated, retry))
 			return true
 		}
 	}
@@ -456,20 +460,37 @@ func (h *Handler) giveBackQuotas(ctx context.Context, c *detector.Call, ip strin
 // setHeaders sets RateLimit-Policy (token buckets, then the quotas' current periods) and
 // RateLimit.
 func (h *Handler) setHeaders(w http.ResponseWriter, rl []byte, now time.Time, quotas []limit.QuotaDecision) {
-	policy := h.policyHeader
-	if len(quotas) > 0 {
-		var buf [256]byte
-		policy = append(buf[:0], h.policyHeader...)
-		for i := range quotas {
-			q, wnd := quotas[i].PolicyParams()
-			policy = limit.AppendPolicy(policy, h.quotas[i].name, q, wnd, q)
-		}
-	}
-	vals := make([]string, 2)
-	vals[0], vals[1] = string(policy), string(rl)
 	hdr := w.Header()
-	hdr["Ratelimit-Policy"] = vals[0:1:1]
-	hdr["Ratelimit"] = vals[1:2:2]
+	hdr["Ratelimit-Policy"] = h.policyValue(quotas)
+	hdr["Ratelimit"] = []string{string(rl)}
+}
+
+// cachedPolicy is a RateLimit-Policy value for the quotas' current period lengths.
+type cachedPolicy struct {
+	n   int
+	w   [maxPolicies]int64
+	val []string // len = cap = 1, so that a later Add copies instead of writing into it
+}
+
+// policyValue returns the RateLimit-Policy field value. It changes only when a quota's
+// period length changes (a new month), so it is built once per period and shared.
+func (h *Handler) policyValue(quotas []limit.QuotaDecision) []string {
+	var key cachedPolicy
+	key.n = len(quotas)
+	for i := range quotas {
+		_, key.w[i] = quotas[i].PolicyParams()
+	}
+	if c := h.policy.Load(); c != nil && c.n == key.n && c.w == key.w {
+		return c.val
+	}
+	policy := append([]byte(nil), h.policyHeader...)
+	for i := range quotas {
+		q, wnd := quotas[i].PolicyParams()
+		policy = limit.AppendPolicy(policy, h.quotas[i].name, q, wnd, q)
+	}
+	key.val = []string{string(policy)}
+	h.policy.Store(&key)
+	return key.val
 }
 
 // callerKey returns the caller's value for a limit kind, or "" when the caller has none
@@ -496,7 +517,7 @@ func (h *Handler) callerKey(kind string, c *detector.Call, ip string) string {
 
 // refuse writes Vigil's JSON answer for a refused call: {"error", "request_id"}, plus, for
 // 429, the problem type and the violated policies, and Retry-After.
-func (h *Handler) refuse(w http.ResponseWriter, repl *caddy.Replacer, status int, msg string, violated []string, retryAfter int64) {
+func (h *Handler) refuse(w http.ResponseWriter, repl *caddy.Replacer, status int, msg string, violated []string, retryAfter int64) int {
 	var reqID string
 	if repl != nil {
 		reqID, _ = repl.GetString("http.request.uuid")
@@ -531,7 +552,8 @@ func (h *Handler) refuse(w http.ResponseWriter, repl *caddy.Replacer, status int
 		b = append(b, ']')
 	}
 	b = append(b, "}\n"...)
-	_, _ = w.Write(b)
+	n, _ := w.Write(b)
+	return n
 }
 
 func orAnonymous(s string) string {
