@@ -2,6 +2,8 @@ package integration
 
 import (
 	"encoding/json"
+	"fmt"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -252,4 +254,47 @@ func TestAdminEventsSeriesCallsUpstreams(t *testing.T) {
 	code, body = c.Admin(t, "POST", "/vigil/channels/none/test", nil)
 	expectError(t, "test unknown channel", code, body, 404, "")
 	h.wait(t, "test", 5*time.Second, func(ev *hookEvent) bool { return ev.RuleID == "vigil-test" || strings.Contains(ev.RuleID, "test") })
+}
+
+// TestCommandLine runs the caddy vigil commands against a running gateway.
+func TestCommandLine(t *testing.T) {
+	up, h := statusUpstream(t), startHook(t)
+	c := StartCaddy(t, adminCaddyfile, map[string]any{"Upstream": up.URL, "Hook": h.srv.URL})
+	calls(t, c, 3, "/users/1", map[string]string{"X-Want-Status": "502"})
+	h.wait(t, "firing", 5*time.Second, ruleState("config-5xx", "firing"))
+	addr := fmt.Sprintf("127.0.0.1:%d", c.AdminPort)
+	run := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command(caddyBin, append(append([]string{"vigil"}, args...), "--address", addr)...)
+		cmd.Env = c.env()
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("caddy vigil %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	if out := run("alerts"); !strings.Contains(out, "config-5xx") || !strings.Contains(out, "> 2 over 1m") {
+		t.Fatalf("alerts:\n%s", out)
+	}
+	if out := run("events", "--since", "1h", "--state", "firing"); !strings.Contains(out, "config-5xx") {
+		t.Fatalf("events:\n%s", out)
+	}
+	run("block", "user", "u-cli", "--reason", "test", "--expires", "1h")
+	if resp, _ := c.Do(t, "GET", "/users/1", map[string]string{"X-User-Id": "u-cli"}); resp.StatusCode != 403 {
+		t.Fatalf("blocked by the CLI: status %d", resp.StatusCode)
+	}
+	if out := run("blocklist", "--json"); !strings.Contains(out, "u-cli") {
+		t.Fatalf("blocklist:\n%s", out)
+	}
+	run("unblock", "user", "u-cli")
+	if out := run("upstreams"); !strings.Contains(out, up.URL) {
+		t.Fatalf("upstreams:\n%s", out)
+	}
+	if out := run("test-channel", "hook"); !strings.Contains(out, "delivered") {
+		t.Fatalf("test-channel:\n%s", out)
+	}
+	cmd := exec.Command(caddyBin, "vigil", "alerts", "--address", "127.0.0.1:1")
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "not running") {
+		t.Fatalf("no caddy: err %v, output %s", err, out)
+	}
 }
