@@ -85,6 +85,7 @@ type Aggregate struct {
 	distinct uint64
 	// statusFiltered records whether the filter had a status part.
 	statusFiltered bool
+	init           bool // a range point that has been set up
 }
 
 // ErrorRate returns the percentage of Total that matched the status filter, or when
@@ -722,6 +723,8 @@ type RangeQuery struct {
 	// Step is the width of a point; it must be a multiple of a resolution the answering
 	// view keeps (1s, 1m or 1h), and is rounded up to whole seconds.
 	Step time.Duration
+	// Need says which sketches to merge (see Query).
+	Need Need
 }
 
 // MaxRangePoints caps the points of a range query.
@@ -805,9 +808,15 @@ func (s *Store) Range(q *RangeQuery) (time.Time, []RangeGroup, error) {
 				groups[g] = rg
 			}
 			p := &rg.Points[i]
-			if p.Latency == nil {
+			if !p.init {
+				p.init = true
 				p.Group, p.statusFiltered = g, statusFiltered
-				p.Latency, p.Callers = &sketch.Histogram{}, &sketch.HLL{}
+				if q.Need.latency() {
+					p.Latency = &sketch.Histogram{}
+				}
+				if q.Need.callers() {
+					p.Callers = &sketch.HLL{}
+				}
 			}
 			addBucket(p, b, hit)
 		})
@@ -816,8 +825,14 @@ func (s *Store) Range(q *RangeQuery) (time.Time, []RangeGroup, error) {
 	out := make([]RangeGroup, 0, len(groups))
 	for _, rg := range groups {
 		for i := range rg.Points {
-			if rg.Points[i].Latency == nil {
-				rg.Points[i] = Aggregate{Group: rg.Group, Latency: &sketch.Histogram{}, Callers: &sketch.HLL{}, statusFiltered: statusFiltered}
+			if !rg.Points[i].init {
+				rg.Points[i] = Aggregate{Group: rg.Group, init: true, statusFiltered: statusFiltered}
+				if q.Need.latency() {
+					rg.Points[i].Latency = &sketch.Histogram{}
+				}
+				if q.Need.callers() {
+					rg.Points[i].Callers = &sketch.HLL{}
+				}
 			}
 		}
 		out = append(out, *rg)

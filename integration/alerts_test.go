@@ -374,3 +374,56 @@ func TestAlertLatencyWithinATick(t *testing.T) {
 		t.Fatalf("event took %s", worst)
 	}
 }
+
+// TestAnomalyAlertOnErrorBurst records four hours of per-minute traffic through the
+// gateway (the test clock stepping a minute at a time), then a burst of 5xx: the anomaly
+// rule raises an event with direction up and the expected band.
+func TestAnomalyAlertOnErrorBurst(t *testing.T) {
+	up, h := statusUpstream(t), startHook(t)
+	c := startAlerting(t, up, h, "50ms", `
+		alert "5xx anomaly" {
+			anomaly moderate
+			metric  count
+			status  5xx
+			notify  hook
+		}`)
+	start := time.Now().UTC().Truncate(time.Minute).Add(-4 * time.Hour)
+	setClock := func(at time.Time) {
+		t.Helper()
+		if code, body := c.Admin(t, "PUT", "/vigil/test/clock", map[string]string{"now": at.Format(time.RFC3339)}); code != 200 {
+			t.Fatalf("clock: %d %s", code, body)
+		}
+	}
+	for m := 0; m < 4*60; m++ {
+		setClock(start.Add(time.Duration(m)*time.Minute + 10*time.Second))
+		calls(t, c, 2, "/users/1", nil)
+		if m%5 == 0 {
+			calls(t, c, 1, "/users/1", map[string]string{"X-Want-Status": "500"})
+		}
+	}
+	burst := start.Add(4 * time.Hour)
+	for m := 0; m < 3; m++ {
+		setClock(burst.Add(time.Duration(m)*time.Minute + 10*time.Second))
+		calls(t, c, 30, "/users/1", map[string]string{"X-Want-Status": "503"})
+	}
+	setClock(burst.Add(3*time.Minute + 10*time.Second))
+	ev := h.wait(t, "anomaly", 10*time.Second, ruleState("5xx-anomaly", "firing"))
+	var full struct {
+		Events []struct {
+			Type, Direction, Threshold string
+			Band                       *[2]float64
+			Expected                   *float64
+			Value                      float64
+		}
+	}
+	_, body := c.Admin(t, "GET", "/vigil/events?type=anomaly&state=firing&from="+start.Add(-time.Hour).Format(time.RFC3339), nil)
+	if err := json.Unmarshal(body, &full); err != nil || len(full.Events) != 1 {
+		t.Fatalf("anomaly events: %s", body)
+	}
+	e := full.Events[0]
+	if e.Type != "anomaly" || e.Direction != "up" || e.Threshold != "moderate" || e.Band == nil || e.Expected == nil ||
+		!(e.Value > e.Band[1]) || !(*e.Expected < 5) {
+		t.Fatalf("anomaly event %s (webhook %+v)", body, ev)
+	}
+	t.Logf("anomaly: value %v, expected %v, band %v", e.Value, *e.Expected, *e.Band)
+}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/vigilgw/vigil/detector"
 	"github.com/vigilgw/vigil/detector/alert"
+	"github.com/vigilgw/vigil/detector/anomaly"
 )
 
 // Engine evaluates rules against a store every tick, keeps each alert instance's state
@@ -74,6 +75,7 @@ type compiled struct {
 	instances map[detector.Labels]*instance
 	onceFired map[detector.Labels]bool
 	overflow  uint64
+	anomaly   *anomalyState // anomaly rules only
 }
 
 // instance is one alert instance: a rule and one group's values.
@@ -102,8 +104,13 @@ func (e *Engine) compile(r Rule) (*compiled, error) {
 		rule: r, fp: r.Fingerprint(), matcher: m, group: group, cmp: comparators[r.Comparator],
 		instances: make(map[detector.Labels]*instance),
 	}
+	if r.Type == TypeAnomaly {
+		if c.anomaly, err = newAnomalyState(&r); err != nil {
+			return nil, err
+		}
+	}
 	switch r.Metric {
-	case MetricLatencyAvg, MetricLatencyP50, MetricLatencyP90, MetricLatencyP99:
+	case MetricLatencyAvg, MetricLatencyP50, MetricLatencyP90, MetricLatencyP99, MetricLatency:
 		c.need = detector.NeedLatency
 	case MetricUniqueUsers:
 		c.need = detector.NeedCallers
@@ -116,6 +123,9 @@ func (e *Engine) compile(r Rule) (*compiled, error) {
 	dims := group | m.Dims()
 	if dims&detector.CallerDims != 0 && !detector.RouteDims.Contains(dims) {
 		horizon := time.Duration(r.Window + r.Compare)
+		if c.anomaly != nil {
+			horizon = 15 * time.Minute // closed minutes since the last tick, with room for a pause
+		}
 		c.release = e.store.Track(dims, horizon)
 	}
 	c.sel = e.store.Select(m, group)
@@ -214,7 +224,13 @@ func (e *Engine) Evaluate(now time.Time) {
 			events = append(events, e.resolveAll(c, now, "rule disabled")...)
 			continue
 		}
-		evs, err := e.evaluate(c, now, samples)
+		var evs []alert.Event
+		var err error
+		if c.anomaly != nil {
+			evs, err = e.evaluateAnomaly(c, now, samples)
+		} else {
+			evs, err = e.evaluate(c, now, samples)
+		}
 		if err != nil {
 			e.logger.Warn("evaluating rule", "rule", c.rule.ID, "error", err)
 		}
@@ -423,7 +439,16 @@ func (e *Engine) resolveAll(c *compiled, now time.Time, why string) []alert.Even
 	for _, g := range keys {
 		inst := c.instances[g]
 		if inst.state == alert.Firing && !c.rule.Throttle.Once {
-			ev := e.newEvent(c, inst, alert.Resolved, now, nil)
+			var ev alert.Event
+			if c.anomaly != nil {
+				var res anomaly.Result
+				if ag := c.anomaly.groups[g]; ag != nil {
+					res = ag.last
+				}
+				ev = e.anomalyEvent(c, inst, alert.Resolved, res, now, nil)
+			} else {
+				ev = e.newEvent(c, inst, alert.Resolved, now, nil)
+			}
 			ev.Summary += " (" + why + ")"
 			events = append(events, ev)
 		}
@@ -710,4 +735,94 @@ func (e *Engine) Instances() []Instance {
 		}
 	}
 	return out
+}
+
+// State is the engine's alert state, for snapshots: every pending or firing instance
+// and the groups "throttle once" rules have notified, per rule and rule definition.
+type State struct {
+	Rules []RuleState `json:"rules"`
+}
+
+// RuleState is one rule's part of State.
+type RuleState struct {
+	ID          string            `json:"id"`
+	Fingerprint string            `json:"fingerprint"`
+	Instances   []InstanceState   `json:"instances,omitempty"`
+	OnceFired   []detector.Labels `json:"once_fired,omitempty"`
+}
+
+// InstanceState is one instance's state.
+type InstanceState struct {
+	Group        detector.Labels `json:"group"`
+	State        alert.State     `json:"state"`
+	Since        time.Time       `json:"since"`
+	StartedAt    time.Time       `json:"started_at"`
+	LastNotified time.Time       `json:"last_notified"`
+	Value        float64         `json:"value"`
+}
+
+// State returns the alert state of every rule.
+func (e *Engine) State() State {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var st State
+	for _, c := range e.rules {
+		rs := RuleState{ID: c.rule.ID, Fingerprint: c.fp}
+		for g, inst := range c.instances {
+			v := inst.value
+			if math.IsNaN(v) || math.IsInf(v, 0) {
+				v = 0
+			}
+			rs.Instances = append(rs.Instances, InstanceState{Group: g, State: inst.state, Since: inst.since,
+				StartedAt: inst.startedAt, LastNotified: inst.lastNotified, Value: v})
+		}
+		for g := range c.onceFired {
+			rs.OnceFired = append(rs.OnceFired, g)
+		}
+		if len(rs.Instances) > 0 || len(rs.OnceFired) > 0 {
+			st.Rules = append(st.Rules, rs)
+		}
+	}
+	return st
+}
+
+// Restore brings back the state of rules whose id and definition are unchanged since the
+// state was taken (after a restart); the state of other rules is ignored. An instance
+// restored as firing sends no second "firing": if its condition still holds it stays
+// firing, and if it cleared while the gateway was down the next evaluation resolves it
+// and notifies the resolve. It returns how many instances were restored.
+func (e *Engine) Restore(st State) int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	byID := map[string]*compiled{}
+	for _, c := range e.rules {
+		byID[c.rule.ID] = c
+	}
+	n := 0
+	for _, rs := range st.Rules {
+		c := byID[rs.ID]
+		if c == nil || c.fp != rs.Fingerprint {
+			continue
+		}
+		for _, is := range rs.Instances {
+			if is.State != alert.Pending && is.State != alert.Firing {
+				continue
+			}
+			if len(c.instances) >= c.maxGroups() {
+				break
+			}
+			c.instances[is.Group] = &instance{group: is.Group, state: is.State, since: is.Since,
+				startedAt: is.StartedAt, lastNotified: is.LastNotified, value: is.Value}
+			n++
+		}
+		for _, g := range rs.OnceFired {
+			if c.onceFired == nil {
+				c.onceFired = make(map[detector.Labels]bool)
+			}
+			if len(c.onceFired) < maxOnceGroups {
+				c.onceFired[g] = true
+			}
+		}
+	}
+	return n
 }

@@ -432,3 +432,94 @@ func FuzzDecodeRule(f *testing.F) {
 		}
 	})
 }
+
+func TestStateRestoreAfterRestart(t *testing.T) {
+	r := Rule{Name: "r", Metric: "count", Window: Duration(time.Minute), Threshold: f64(0), GroupBy: []string{"user"}, Notify: []string{"ops"}}
+	h := newHarness(t, r)
+	h.calls(t0, 1, detector.Call{Status: 200, User: "a"})
+	h.calls(t0, 1, detector.Call{Status: 200, User: "b"})
+	h.step(t0, "ops:r:firing(user=a) ops:r:firing(user=b)")
+	b, err := json.Marshal(h.eng.State())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A new engine (a restart) with the same rule and the store's history: user a is
+	// still calling, b stopped while the gateway was down.
+	h2 := newHarness(t, r)
+	h2.store = h.store
+	h2.eng = NewEngine(h.store, Options{Notifier: h2.rec})
+	if err := h2.eng.SetRules([]Rule{r}, t0); err != nil {
+		t.Fatal(err)
+	}
+	var st State
+	if err := json.Unmarshal(b, &st); err != nil {
+		t.Fatal(err)
+	}
+	if n := h2.eng.Restore(st); n != 2 {
+		t.Fatalf("restored %d instances, want 2", n)
+	}
+	h2.calls(t0.Add(50*time.Second), 1, detector.Call{Status: 200, User: "a"})
+	h2.step(t0.Add(70*time.Second), "ops:r:resolved(user=b)")
+	// A changed rule does not take the old state.
+	r2 := r
+	r2.Threshold = f64(5)
+	h3 := newHarness(t, r2)
+	if n := h3.eng.Restore(st); n != 0 {
+		t.Fatalf("restored %d instances into a changed rule", n)
+	}
+}
+
+// TestAnomalyRuleFiresOnErrorBurst feeds two days of per-minute history with a daily
+// cycle, then a burst of 5xx: the anomaly rule fires once, direction up, with the
+// expected band, and resolves when the errors stop.
+func TestAnomalyRuleFiresOnErrorBurst(t *testing.T) {
+	h := newHarness(t, Rule{Name: "5xx anomaly", Type: TypeAnomaly, Metric: "count", Filter: detector.Filter{Status: "5xx"},
+		Sensitivity: "moderate", Direction: "both", Notify: []string{"oncall"}})
+	start := t0.Add(-36 * time.Hour)
+	rng := uint64(1)
+	next := func() uint64 { rng = rng*6364136223846793005 + 1442695040888963407; return rng >> 33 }
+	for m := 0; m < 36*60; m++ {
+		at := start.Add(time.Duration(m) * time.Minute)
+		hour := at.Hour()
+		calls := 20 + 15*int(math.Sin(float64(hour)/24*2*math.Pi)+1)
+		h.calls(at, calls, detector.Call{Status: 200})
+		if next()%4 == 0 { // an error now and then
+			h.calls(at, 1, detector.Call{Status: 500})
+		}
+	}
+	h.step(t0, "") // learns the history, nothing anomalous
+	for m := 0; m < 5; m++ {
+		at := t0.Add(time.Duration(m) * time.Minute)
+		h.calls(at, 25, detector.Call{Status: 200})
+		h.calls(at, 40, detector.Call{Status: 503})
+	}
+	h.eng.Evaluate(t0.Add(5*time.Minute + time.Second))
+	b := h.rec.take()
+	if len(b) != 1 || len(b[0].Events) != 1 {
+		t.Fatalf("batches %+v, want one firing anomaly", b)
+	}
+	ev := b[0].Events[0]
+	if ev.Type != alert.TypeAnomaly || ev.State != alert.Firing || ev.Direction != "up" || ev.Threshold != "moderate" ||
+		ev.Band == nil || !(ev.Band[1] < 40) || ev.Expected == nil || *ev.Expected > 5 {
+		t.Fatalf("event %+v (band %v, expected %v)", ev, ev.Band, *ev.Expected)
+	}
+	// The errors stop: it resolves within some minutes.
+	var resolved bool
+	for m := 5; m < 60 && !resolved; m++ {
+		at := t0.Add(time.Duration(m) * time.Minute)
+		h.calls(at, 30, detector.Call{Status: 200})
+		h.eng.Evaluate(at.Add(time.Minute + time.Second))
+		for _, b := range h.rec.take() {
+			for _, ev := range b.Events {
+				if ev.State == alert.Resolved {
+					resolved = true
+				} else {
+					t.Fatalf("unexpected %s event at +%s", ev.State, at.Sub(t0))
+				}
+			}
+		}
+	}
+	if !resolved {
+		t.Fatal("the anomaly did not resolve within an hour of the errors stopping")
+	}
+}

@@ -297,7 +297,19 @@ func (r *Rule) validateAnomaly() error {
 	if r.Threshold != nil {
 		return fieldErr("threshold", "anomaly rules take a sensitivity, not a threshold")
 	}
-	return fieldErr("type", "anomaly rules are not supported yet")
+	if r.Comparator != "" {
+		return fieldErr("comparator", "anomaly rules take a direction, not a comparator")
+	}
+	if r.Window != 0 && time.Duration(r.Window) != time.Minute {
+		return fieldErr("window", "anomaly rules look at closed one-minute buckets: leave window out")
+	}
+	if r.Metric == MetricPercentChange || r.Compare != 0 {
+		return fieldErr("compare", "only for static rules")
+	}
+	if r.ResolveBelow != nil || r.ResolveAbove != nil {
+		return fieldErr("resolve_below", "only for static rules")
+	}
+	return nil
 }
 
 var comparators = map[string]func(v, t float64) bool{
