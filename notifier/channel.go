@@ -172,6 +172,17 @@ type base struct {
 	externalURL string
 }
 
+// sharedTransport carries the HTTP channels' requests. One transport for all channels,
+// whatever config generation built them, keeps connections pooled and bounded: a config
+// reload builds new channel values but no new connection pools, and the Queue closes the
+// idle connections when channels are removed.
+var sharedTransport = func() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.IdleConnTimeout = 30 * time.Second
+	t.MaxIdleConnsPerHost = 4
+	return t
+}()
+
 func newBase(c Config, opts Options) base {
 	b := base{
 		name:        c.Name,
@@ -189,7 +200,7 @@ func newBase(c Config, opts Options) base {
 		cl.CheckRedirect = noRedirect
 		b.client = &cl
 	} else {
-		b.client = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone(), CheckRedirect: noRedirect}
+		b.client = &http.Client{Transport: sharedTransport, CheckRedirect: noRedirect}
 		b.ownClient = true
 	}
 	b.scrub = newScrubber(secretTexts(c)...)

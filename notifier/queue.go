@@ -174,12 +174,19 @@ func (q *Queue) Update(channels []Channel) error {
 		q.startWorker(ch)
 		q.log.Info("notifier: channel added", "channel", ch.Name(), "type", ch.Type())
 	}
+	removed := false
 	for name, w := range q.workers {
 		if !keep[name] {
 			delete(q.workers, name)
 			w.cancel(errChannelRemoved)
+			removed = true
 			q.log.Info("notifier: channel removed; its queued batches are recorded as failed", "channel", name, "queued", w.length())
 		}
+	}
+	if removed {
+		// Connections kept alive to receivers that are gone would linger until they time
+		// out; the kept channels reconnect as they need.
+		sharedTransport.CloseIdleConnections()
 	}
 	return nil
 }
