@@ -133,9 +133,9 @@ func (s Sensitivity) String() string {
 // these say how rare a point must be to alert. They were chosen on the NAB development
 // corpus and the synthetic API traffic set (bench/nab/README.md), once for all series.
 const (
-	SlightThreshold   = 0.40
-	ModerateThreshold = 0.45
-	SevereThreshold   = 0.60
+	SlightThreshold   = 0.33
+	ModerateThreshold = 0.38
+	SevereThreshold   = 0.53
 )
 
 // Threshold is the score at and above which a point is anomalous at this sensitivity.
