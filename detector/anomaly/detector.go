@@ -24,11 +24,10 @@ type Result struct {
 	// Warm is false during the warm-up (the first WarmupPoints points), when Score is 0.
 	Warm bool
 	// Onset is Score declustered: the evidence that an anomaly starts (or grows) here. It
-	// equals Score when the point is more unusual than every point of the episode it
-	// belongs to (an episode is a stretch of points scoring above onsetFloor, ended by
-	// onsetQuiet points in a row below it), and 0 otherwise, so that one incident scores
-	// once. The alert column of Replay is declustered the same way; Replay's anomaly_score
-	// is Onset.
+	// equals Score when the point scores more than 1.2 times every point of the episode
+	// it belongs to (an episode opens at a point scoring above 0.3 and closes after 100
+	// points in a row at or below it), and 0 otherwise, so that one incident scores once,
+	// as the alert column of Replay counts it once. Replay's anomaly_score is Onset.
 	Onset float64
 }
 
@@ -70,8 +69,9 @@ const (
 	slowDiscount    = 1.0  // further digits off its records: its values are not independent
 
 	unitSeconds = 300.0 // surprise is counted per 5 minutes: finer series pay log10(unit/dt)
-	onsetFloor  = 0.2   // an episode is a stretch of points scoring above this ...
-	onsetQuiet  = 50    // ... ended by this many points in a row at or below it
+	onsetFloor  = 0.3   // an episode is a stretch of points scoring above this ...
+	onsetQuiet  = 100   // ... ended by this many points in a row at or below it;
+	onsetRise   = 1.2   // within it, a point is an onset if it scores this much above its peak
 
 	dailySlots        = 288  // time-of-day slots of the daily profile (5 minutes each)
 	dailySlot         = 300  // seconds per daily slot
@@ -328,8 +328,8 @@ func (d *Detector) Observe(t time.Time, v float64) Result {
 		} else {
 			d.accept = 0
 		}
-		// Decluster: within an episode only a new high is an onset.
-		if res.Score > d.peak {
+		// Decluster: within an episode only a clear new high is an onset.
+		if res.Score > onsetRise*d.peak {
 			res.Onset = res.Score
 		}
 		if res.Score > onsetFloor {

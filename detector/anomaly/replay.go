@@ -54,8 +54,7 @@ func parseTime(s string) (time.Time, bool) {
 // The output has the header timestamp,value,anomaly_score,alert and one row per input
 // row, in the same order, with the time stamp and value exactly as they came in.
 // anomaly_score is the detector's Result.Onset: its Score on the rows where an anomaly
-// starts or grows (the most unusual point so far of an episode), 0 on the rest of the
-// episode; alert is 1 only on the row where the alert at opts.Sensitivity and
+// starts or clearly grows, 0 on the rest of the episode; alert is 1 only on the row where the alert at opts.Sensitivity and
 // opts.Direction starts firing, and 0 while it stays firing. Both count one incident once. Rows are read, scored and written one at a time: the score of
 // a row never depends on later rows, and the file is never held in memory.
 //
