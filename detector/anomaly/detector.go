@@ -8,8 +8,9 @@ import (
 // Result is the detector's verdict on one point.
 type Result struct {
 	// Score is how anomalous the point is, in [0, 1]: a tenth of the surprise in decimal
-	// digits, so 0.5 means "a one-in-100,000 event under this series' own learnt noise".
-	// Scores of different series are comparable. 0 during warm-up.
+	// digits, counted per 5 minutes of data, so 0.5 means "a one-in-100,000 event a 5
+	// minutes under this series' own learnt noise" (a per-minute series needs 1 in 500,000
+	// a point). Scores of different series are comparable. 0 during warm-up.
 	Score float64
 	// Direction is Up or Down: the side of the expected value the anomaly is on (None when
 	// the score is 0).
