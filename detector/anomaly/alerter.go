@@ -31,13 +31,19 @@ const (
 	// ResolveAfter: an incident resolves after this many points in a row below the clear
 	// level, so one incident fires once even if its score dips.
 	ResolveAfter = 10
+	// HoldOff: once fired, an alert does not fire again until this many points after it
+	// fired (an hour of per-minute data): an incident that resolves and flares up again
+	// soon after is the same incident, and notifying it twice is noise.
+	HoldOff = 60
 )
 
 // Alerter turns a series of Results into alert transitions for one sensitivity and
 // direction: it fires when a warm point scores at least Threshold on a side that
 // Direction matches, stays firing while points keep scoring at least Clear on a matching
-// side, and resolves after ResolveAfter points in a row that do not. The zero value never
-// fires; use NewAlerter. It is not safe for concurrent use.
+// side, and resolves after ResolveAfter points in a row that do not; it fires again only
+// HoldOff points or more after it last fired. The zero value never fires; use NewAlerter.
+// It is not safe for concurrent use. AppendBinary and UnmarshalBinary snapshot and
+// restore it (with its settings), so that a firing alert survives a restart.
 type Alerter struct {
 	// Threshold is the score at which the alert fires.
 	Threshold float64
@@ -45,11 +51,15 @@ type Alerter struct {
 	Clear float64
 	// ResolveAfter is the number of points in a row below Clear that resolve the alert.
 	ResolveAfter int
+	// HoldOff is the number of points after firing during which the alert does not fire
+	// again (0: it may fire again as soon as it has resolved).
+	HoldOff int
 	// Direction is the side (or sides) that count: Up, Down or Both.
 	Direction Direction
 
 	firing bool
 	quiet  int
+	since  int // 1 + points since the alert last fired, up to HoldOff+1; 0: never fired
 }
 
 // NewAlerter returns an Alerter at sensitivity s for the sides dir (None means Both).
@@ -58,7 +68,8 @@ func NewAlerter(s Sensitivity, dir Direction) *Alerter {
 		dir = Both
 	}
 	thr := s.Threshold()
-	return &Alerter{Threshold: thr, Clear: thr * ClearFraction, ResolveAfter: ResolveAfter, Direction: dir}
+	return &Alerter{Threshold: thr, Clear: thr * ClearFraction, ResolveAfter: ResolveAfter,
+		HoldOff: HoldOff, Direction: dir}
 }
 
 // Firing reports whether the alert is firing.
@@ -67,9 +78,13 @@ func (a *Alerter) Firing() bool { return a.firing }
 // Observe takes the detector's result for the next point and returns the transition.
 func (a *Alerter) Observe(r Result) Transition {
 	matches := r.Warm && a.Direction.Matches(r.Direction)
+	if a.since > 0 && a.since <= a.HoldOff {
+		a.since++
+	}
+	held := a.since > 0 && a.since <= a.HoldOff
 	if !a.firing {
-		if matches && r.Score >= a.Threshold {
-			a.firing, a.quiet = true, 0
+		if matches && r.Score >= a.Threshold && !held {
+			a.firing, a.quiet, a.since = true, 0, 1
 			return Fired
 		}
 		return Steady
@@ -87,4 +102,4 @@ func (a *Alerter) Observe(r Result) Transition {
 }
 
 // Reset returns the alerter to quiet, as if it had seen nothing.
-func (a *Alerter) Reset() { a.firing, a.quiet = false, 0 }
+func (a *Alerter) Reset() { a.firing, a.quiet, a.since = false, 0, 0 }

@@ -1,6 +1,7 @@
 package anomaly
 
 import (
+	"bytes"
 	"strings"
 	"testing"
 )
@@ -39,8 +40,11 @@ func TestAlerter(t *testing.T) {
 			seq([]Result{up(0.9)}, repeat(up(thr*ClearFraction), ResolveAfter+2)), "F" + strings.Repeat(".", ResolveAfter+2)},
 		{"a short quiet spell does not resolve", Both,
 			seq([]Result{up(0.9)}, repeat(quiet, ResolveAfter-1), []Result{up(0.9)}), "F" + strings.Repeat(".", ResolveAfter)},
-		{"fires again after resolving", Both,
-			seq([]Result{up(0.9)}, repeat(quiet, ResolveAfter), []Result{up(0.9)}), "F" + strings.Repeat(".", ResolveAfter-1) + "RF"},
+		{"held off after resolving", Both,
+			seq([]Result{up(0.9)}, repeat(quiet, ResolveAfter), []Result{up(0.9)}), "F" + strings.Repeat(".", ResolveAfter-1) + "R."},
+		{"fires again after HoldOff", Both,
+			seq([]Result{up(0.9)}, repeat(quiet, HoldOff-1), []Result{up(0.9)}),
+			"F" + strings.Repeat(".", ResolveAfter-1) + "R" + strings.Repeat(".", HoldOff-1-ResolveAfter) + "F"},
 		{"up only ignores down", Up, []Result{down(0.9), up(0.9)}, ".F"},
 		{"down only ignores up", Down, []Result{up(0.9), down(0.9)}, ".F"},
 		{"below the threshold", Both, []Result{up(thr - 0.01)}, "."},
@@ -69,7 +73,7 @@ func TestAlerter(t *testing.T) {
 
 func TestAlerterDefaults(t *testing.T) {
 	a := NewAlerter(Severe, None)
-	if a.Direction != Both || a.Threshold != SevereThreshold || a.ResolveAfter != ResolveAfter {
+	if a.Direction != Both || a.Threshold != SevereThreshold || a.ResolveAfter != ResolveAfter || a.HoldOff != HoldOff {
 		t.Errorf("NewAlerter(Severe, None) = %+v", a)
 	}
 	var zero Alerter
@@ -125,5 +129,51 @@ func TestParse(t *testing.T) {
 	}
 	if !Both.Matches(Up) || !Both.Matches(Down) || Up.Matches(Down) || Both.Matches(None) {
 		t.Error("Direction.Matches is wrong")
+	}
+}
+
+// A restored alerter goes on exactly as the original: still firing, still held off.
+func TestAlerterBinaryRoundTrip(t *testing.T) {
+	in := []Result{{Score: 0.9, Direction: Up, Warm: true}}
+	for range ResolveAfter + 5 {
+		in = append(in, Result{Warm: true})
+	}
+	for range HoldOff {
+		in = append(in, Result{Score: 0.9, Direction: Up, Warm: true})
+	}
+	for cut := range in {
+		a := NewAlerter(Slight, Up)
+		for _, r := range in[:cut] {
+			a.Observe(r)
+		}
+		b, err := a.AppendBinary([]byte("x"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var r Alerter
+		if err := r.UnmarshalBinary(b[1:]); err != nil {
+			t.Fatalf("cut %d: %v", cut, err)
+		}
+		if r != *a {
+			t.Fatalf("cut %d: restored %+v, want %+v", cut, r, *a)
+		}
+		for k, x := range in[cut:] {
+			if got, want := r.Observe(x), a.Observe(x); got != want {
+				t.Fatalf("cut %d, point %d: restored alerter %v, original %v", cut, k, got, want)
+			}
+		}
+	}
+	good, _ := NewAlerter(Moderate, Both).MarshalBinary()
+	for _, bad := range [][]byte{nil, good[:len(good)-1], append(bytes.Clone(good), 0), []byte("VGAD\x01")} {
+		var r Alerter
+		if err := r.UnmarshalBinary(bad); err == nil {
+			t.Errorf("UnmarshalBinary(%q) accepted", bad)
+		}
+	}
+	nan := bytes.Clone(good)
+	copy(nan[5:], []byte{0, 0, 0, 0, 0, 0, 0xf8, 0x7f}) // Threshold NaN
+	var r Alerter
+	if err := r.UnmarshalBinary(nan); err == nil {
+		t.Error("a NaN threshold was accepted")
 	}
 }

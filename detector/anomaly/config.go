@@ -93,12 +93,12 @@ func (d Direction) Matches(got Direction) bool { return got != None && d&got == 
 type Sensitivity uint8
 
 const (
-	// Moderate: the default; score 0.45, about one false alert per series-month of
+	// Moderate: the default; score 0.38, about one false alert per series-month of
 	// per-minute traffic.
 	Moderate Sensitivity = iota
-	// Slight: score 0.40; more alerts (about two per series-month), and earlier.
+	// Slight: score 0.33; more alerts (about two per series-month), and earlier.
 	Slight
-	// Severe: score 0.60; only clear-cut anomalies (about one per series-year).
+	// Severe: score 0.53; only clear-cut anomalies (two or three per series-year).
 	Severe
 )
 
@@ -129,13 +129,13 @@ func (s Sensitivity) String() string {
 }
 
 // Score thresholds of the sensitivities. A score is a tenth of the surprise in decimal
-// digits (score 0.5 = a tail probability of 1e-5 under the series' own learnt noise), so
-// these say how rare a point must be to alert. They were chosen on the NAB development
+// digits per 5 minutes of data (score 0.5 = a tail probability of 1e-5 a 5 minutes under
+// the series' own learnt noise), so these say how rare a point must be to alert. They were chosen on the NAB development
 // corpus and the synthetic API traffic set (bench/nab/README.md), once for all series.
 const (
-	SlightThreshold   = 0.40
-	ModerateThreshold = 0.45
-	SevereThreshold   = 0.60
+	SlightThreshold   = 0.33
+	ModerateThreshold = 0.38
+	SevereThreshold   = 0.53
 )
 
 // Threshold is the score at and above which a point is anomalous at this sensitivity.

@@ -8,8 +8,9 @@ import (
 // Result is the detector's verdict on one point.
 type Result struct {
 	// Score is how anomalous the point is, in [0, 1]: a tenth of the surprise in decimal
-	// digits, so 0.5 means "a one-in-100,000 event under this series' own learnt noise".
-	// Scores of different series are comparable. 0 during warm-up.
+	// digits, counted per 5 minutes of data, so 0.5 means "a one-in-100,000 event a 5
+	// minutes under this series' own learnt noise" (a per-minute series needs 1 in 500,000
+	// a point). Scores of different series are comparable. 0 during warm-up.
 	Score float64
 	// Direction is Up or Down: the side of the expected value the anomaly is on (None when
 	// the score is 0).
@@ -23,6 +24,12 @@ type Result struct {
 	Low, High float64
 	// Warm is false during the warm-up (the first WarmupPoints points), when Score is 0.
 	Warm bool
+	// Onset is Score declustered: the evidence that an anomaly starts (or grows) here. It
+	// equals Score when the point scores more than 1.2 times every point of the episode
+	// it belongs to (an episode opens at a point scoring above 0.3 and closes after 100
+	// points in a row at or below it), and 0 otherwise, so that one incident scores once,
+	// as the alert column of Replay counts it once. Replay's anomaly_score is Onset.
+	Onset float64
 }
 
 // Model constants. They are the same for every series; the package documentation explains
@@ -37,13 +44,13 @@ const (
 	levelClip = 3.0  // an isolated residual beyond this many sigmas moves the level this far only
 	runUnclip = 3    // after this many such residuals on one side, the level follows fully
 
-	acceptRate  = 0.01                         // accepted level: follows the fast level (about 100 points)
-	acceptLevel = 10*SlightThreshold + 0.30103 // a change scoring slight (in decimal digits) ...
-	acceptAfter = 3                            // ... this many points in a row is accepted as the new normal
-	longRate    = 0.005                        // long-term level: follows the fast level (about 200 points) ...
-	longSeconds = 43200.0                      // ... or about 12 hours, whichever is longer ...
-	longClip    = 3.0                          // ... by at most this many level spreads a point
-	longAdopt   = 200                          // an accepted level held this many points becomes the long-term one
+	acceptRate  = 0.01    // accepted level: follows the fast level (about 100 points)
+	acceptLevel = 4.30103 // a change this surprising (decimal digits; slight on per-minute data) ...
+	acceptAfter = 3       // ... this many points in a row is accepted as the new normal
+	longRate    = 0.005   // long-term level: follows the fast level (about 200 points) ...
+	longSeconds = 43200.0 // ... or about 12 hours, whichever is longer ...
+	longClip    = 3.0     // ... by at most this many level spreads a point
+	longAdopt   = 200     // an accepted level held this many points becomes the long-term one
 
 	scaleRate  = 0.02  // noise scale of one-step residuals (about 50 points)
 	devRate    = 0.005 // spread of the fast level around the long-term level (about 200 points)
@@ -58,6 +65,14 @@ const (
 	recordPrior     = 3.0  // weight of the prior mean excess of records, in records
 	recordMemory    = 30.0 // records the learnt mean excess remembers
 	recordClip      = 5.0  // one record counts at most this many mean excesses
+	recordMin       = 500  // points a range must hold before its records are scored
+	slowRate        = 0.05 // slow level whose records are also scored (about 20 points)
+	slowDiscount    = 1.0  // further digits off its records: its values are not independent
+
+	unitSeconds = 300.0 // surprise is counted per 5 minutes: finer series pay log10(unit/dt)
+	onsetFloor  = 0.3   // an episode is a stretch of points scoring above this ...
+	onsetQuiet  = 100   // ... ended by this many points in a row at or below it;
+	onsetRise   = 1.2   // within it, a point is an onset if it scores this much above its peak
 
 	dailySlots        = 288  // time-of-day slots of the daily profile (5 minutes each)
 	dailySlot         = 300  // seconds per daily slot
@@ -102,6 +117,10 @@ type Detector struct {
 	held         uint32  // points since the accepted level last jumped
 	silent       float64 // counts expected since the last non-zero count
 	values       records // range of the deseasonalised values
+	slow         float64 // slow level of the deseasonalised values (gain slowRate)
+	slowRange    records // range of the slow level
+	peak         float64 // highest score of the current episode (0 outside episodes)
+	calm         uint32  // points in a row scoring at most onsetFloor
 
 	season   uint8      // seasonal model in use: 0 none, 1 daily, 2 daily and weekly
 	sbase    [3]float64 // slow levels of the series less season model k
@@ -158,6 +177,18 @@ func (d *Detector) floor() float64 {
 	return max(1e-3*d.mag, 1e-9)
 }
 
+// unitPenalty is the surprise, in decimal digits, that a point pays for the series being
+// sampled more often than every unitSeconds: a per-minute series has five chances a
+// 5-minute interval to show a one-in-a-million point, so its points pay log10(5). Scores
+// thus mean the same false-alert rate per unit of time for any interval up to 5 minutes;
+// coarser series are not credited.
+func (d *Detector) unitPenalty() float64 {
+	if d.dt <= 0 || d.dt >= unitSeconds {
+		return 0
+	}
+	return math.Log10(unitSeconds / d.dt)
+}
+
 // slot returns the slot of a circular profile of n slots of width w seconds that holds
 // the time sec (seconds into the cycle).
 func slot(sec float64, w float64, n int) int {
@@ -181,6 +212,7 @@ func (d *Detector) Observe(t time.Time, v float64) Result {
 		d.t0, d.tl = tn, tn
 		d.level, d.accepted, d.long, d.mag = y, y, y, math.Abs(y)
 		d.values = newRecords(y)
+		d.slow, d.slowRange = y, newRecords(y)
 		d.sbase = [3]float64{y, y, y}
 		return Result{Expected: v, Low: v, High: v}
 	}
@@ -240,13 +272,22 @@ func (d *Detector) Observe(t time.Time, v float64) Result {
 	x[statChange] = (d.level - d.accepted) / sigDev
 	x[statDrift] = (d.level - d.long) / sigDev
 
-	// Records: the deseasonalised value beyond its range.
+	// Records: the deseasonalised value, and its slow level, beyond their ranges. The slow
+	// level finds drifts (a latency creeping up for hours) that no single point shows; its
+	// successive values are far from independent, so its records count slowDiscount
+	// digits less.
 	yr := y - act
+	span := recordSpanFloor * d.floor()
+	d.slow += max(1/float64(d.n-1), slowRate) * (yr - d.slow)
 	record, recSide := 0.0, 0.0
 	if d.n > WarmupPoints {
-		record, recSide = d.values.surprise(yr, d.n, recordSpanFloor*d.floor())
+		record, recSide = d.values.surprise(yr, span)
+		if s, side := d.slowRange.surprise(d.slow, span); s-slowDiscount > record {
+			record, recSide = s-slowDiscount, side
+		}
 	}
-	d.values.add(yr, d.n > recordBlock, recordSpanFloor*d.floor())
+	d.values.add(yr, span, d.n > recordBlock)
+	d.slowRange.add(d.slow, span, d.n > recordBlock)
 
 	var surprise [numStats]float64
 	for s := range x {
@@ -275,7 +316,7 @@ func (d *Detector) Observe(t time.Time, v float64) Result {
 		if silence := d.silent * math.Log10E * silenceShare; silence > best {
 			best, side = silence, -1
 		}
-		best -= math.Log10(2)
+		best -= math.Log10(2) + d.unitPenalty()
 		if best > 0 {
 			res.Score = min(best/10, 1)
 			res.Direction = Up
@@ -288,8 +329,17 @@ func (d *Detector) Observe(t time.Time, v float64) Result {
 		} else {
 			d.accept = 0
 		}
+		// Decluster: within an episode only a clear new high is an onset.
+		if res.Score > onsetRise*d.peak {
+			res.Onset = res.Score
+		}
+		if res.Score > onsetFloor {
+			d.peak, d.calm = max(d.peak, res.Score), 0
+		} else if d.calm++; d.calm >= onsetQuiet {
+			d.peak = 0
+		}
 	}
-	thr := 10*d.cfg.Sensitivity.Threshold() + math.Log10(2)
+	thr := 10*d.cfg.Sensitivity.Threshold() + math.Log10(2) + d.unitPenalty()
 	sigUsual := math.Hypot(sig, sigDev)
 	res.Expected = d.inverse(exp)
 	res.High = d.inverse(exp + d.tails[2*statUsual].quantile(thr)*sigUsual)
@@ -385,6 +435,9 @@ func (d *Detector) learnSeason(y, gap float64, seas [3]float64, ds, ws int) {
 			for i := range d.tails {
 				d.tails[i] = newTail()
 			}
+			// Deseasonalised values are on another scale: their ranges start afresh.
+			yr := y - seas[next]
+			d.values = newRecords(yr)
 		}
 	}
 	ab := step / seasonBaseHalfDay
@@ -404,13 +457,14 @@ func (d *Detector) learnSeason(y, gap float64, seas [3]float64, ds, ws int) {
 type records struct {
 	now, before [2]float64 // lowest and highest value of the current and the last block
 	n           uint32     // points in the current block
+	seen        uint32     // points since the range started, capped at 2*recordBlock
 	gap         [2]float64 // mean excess of records below and above the range, in ranges
 	k           [2]float64 // records seen below and above (capped at recordMemory)
 }
 
 func newRecords(v float64) records {
 	g := 1 / (recordBeyond * ln10)
-	return records{now: [2]float64{v, v}, before: [2]float64{v, v}, gap: [2]float64{g, g}}
+	return records{now: [2]float64{v, v}, before: [2]float64{v, v}, gap: [2]float64{g, g}, seen: 1}
 }
 
 // beyond says whether v is beyond the range, on which side (0 below, 1 above) and by how
@@ -431,23 +485,30 @@ func (r *records) beyond(v, minSpan float64) (bool, int, float64) {
 // -1 below, 0 inside). Beyond the range of the last n points the chance is about 1/n for
 // exchangeable points (less recordDiscount digits, so that a record by a hair does not
 // alert), times an exponential in how far beyond, with the series' own mean excess of
-// records. seen is the number of points before v; minSpan the narrowest range.
-func (r *records) surprise(v float64, seen uint64, minSpan float64) (float64, float64) {
+// records. A range that holds fewer than recordMin points scores nothing. minSpan is the
+// narrowest range.
+func (r *records) surprise(v float64, minSpan float64) (float64, float64) {
+	if r.seen < recordMin {
+		return 0, 0
+	}
 	out, side, e := r.beyond(v, minSpan)
 	if !out {
 		return 0, 0
 	}
-	base := math.Log10(float64(max(min(seen-1, recordBlock+uint64(r.n)), 1))) - recordDiscount
+	base := math.Log10(float64(min(r.seen-1, recordBlock+r.n))) - recordDiscount
 	return base + e/(r.gap[side]*ln10), float64(2*side - 1)
 }
 
-// add takes v into the range, learning how far beyond it v went if it was a record.
-func (r *records) add(v float64, learn bool, minSpan float64) {
+// add takes v into the range, learning how far beyond it v went if it was a record and
+// learn is set (once the detector has seen a full block of points, whether or not the
+// range has restarted since).
+func (r *records) add(v float64, minSpan float64, learn bool) {
 	if out, side, e := r.beyond(v, minSpan); out && learn {
 		r.k[side] = min(r.k[side]+1, recordMemory)
 		r.gap[side] += (min(e, recordClip*r.gap[side]) - r.gap[side]) / (r.k[side] + recordPrior)
 	}
 	r.now[0], r.now[1] = min(r.now[0], v), max(r.now[1], v)
+	r.seen = min(r.seen+1, 2*recordBlock)
 	if r.n++; r.n >= recordBlock {
 		r.before, r.now, r.n = r.now, [2]float64{v, v}, 0
 	}

@@ -377,3 +377,51 @@ func TestSilenceOfASmallCustomer(t *testing.T) {
 		t.Errorf("alerts at %v, want one going down between %d and %d", fired, from, to)
 	}
 }
+
+// Onset is Score where an episode starts or grows and 0 on the rest of it: a step scores
+// its onset once, then the episode is quiet.
+func TestOnsetDeclusters(t *testing.T) {
+	const at = 3000
+	s := gaussian(7, 4000, 5*time.Minute, 100, 4)
+	for k := at; k < at+40; k++ {
+		s.values[k] += 40
+	}
+	res, _ := run(t, Config{}, s, Moderate)
+	onsets := 0
+	for k, r := range res {
+		if r.Onset != 0 && r.Onset != r.Score {
+			t.Fatalf("point %d: onset %v, score %v", k, r.Onset, r.Score)
+		}
+		if k >= at && k < at+60 && r.Onset >= Moderate.Threshold() {
+			onsets++
+		}
+	}
+	if res[at].Onset < Moderate.Threshold() {
+		t.Errorf("the step scored onset %v, want at least %v", res[at].Onset, Moderate.Threshold())
+	}
+	if onsets > 2 {
+		t.Errorf("%d onsets at moderate within the step and its end, want at most 2", onsets)
+	}
+}
+
+// A point of a per-minute series pays log10(5) digits against one of a 5-minute series:
+// scores mean the same false-alert rate per unit of time.
+func TestScoresPerUnitTime(t *testing.T) {
+	for _, tt := range []struct {
+		step time.Duration
+		want float64
+	}{
+		{time.Minute, math.Log10(5)},
+		{5 * time.Minute, 0},
+		{time.Hour, 0},
+		{10 * time.Second, math.Log10(30)},
+	} {
+		d := New(Config{})
+		for k := range 200 {
+			d.Observe(start.Add(time.Duration(k)*tt.step), 1)
+		}
+		if got := d.unitPenalty(); math.Abs(got-tt.want) > 1e-9 {
+			t.Errorf("every %v: penalty %.4f digits, want %.4f", tt.step, got, tt.want)
+		}
+	}
+}

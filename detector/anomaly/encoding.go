@@ -11,7 +11,7 @@ import (
 // and the state as fixed-size little-endian fields in the order of Detector.fields.
 const (
 	encodingMagic   = "VGAD"
-	encodingVersion = 1
+	encodingVersion = 2
 )
 
 // codec visits every field of a Detector's state, in a fixed order, to encode or decode it.
@@ -31,27 +31,21 @@ func (d *Detector) fields(c codec) {
 	c.u64(&d.n)
 	c.i64(&d.t0)
 	c.i64(&d.tl)
-	for _, f := range []*float64{&d.dt, &d.level, &d.trend, &d.accepted, &d.long, &d.sigma, &d.devSigma, &d.mag, &d.silent} {
+	for _, f := range []*float64{&d.dt, &d.level, &d.trend, &d.accepted, &d.long, &d.sigma, &d.devSigma, &d.mag, &d.silent, &d.slow, &d.peak} {
 		c.f64(f)
 	}
 	c.i32(&d.run)
 	c.u32(&d.accept)
 	c.u32(&d.held)
+	c.u32(&d.calm)
 	c.u8(&d.season)
 	for k := range d.sbase {
 		c.f64(&d.sbase[k])
 		c.f64(&d.serr[k])
 	}
 	c.f64(&d.gateTime)
-	for k := range 2 {
-		c.f64(&d.values.now[k])
-		c.f64(&d.values.before[k])
-	}
-	c.u32(&d.values.n)
-	for k := range 2 {
-		c.f64(&d.values.gap[k])
-		c.f64(&d.values.k[k])
-	}
+	d.values.fields(c)
+	d.slowRange.fields(c)
 	for i := range d.tails {
 		t := &d.tails[i]
 		for _, f := range []*float64{&t.rate, &t.n, &t.k, &t.run} {
@@ -63,6 +57,19 @@ func (d *Detector) fields(c codec) {
 	}
 	c.f32s(d.daily[:])
 	c.f32s(d.weekly[:])
+}
+
+func (r *records) fields(c codec) {
+	for k := range 2 {
+		c.f64(&r.now[k])
+		c.f64(&r.before[k])
+	}
+	c.u32(&r.n)
+	c.u32(&r.seen)
+	for k := range 2 {
+		c.f64(&r.gap[k])
+		c.f64(&r.k[k])
+	}
 }
 
 type encoder struct{ b []byte }
@@ -129,13 +136,10 @@ func (c *floatChecker) f32s(v []float32) {
 }
 
 // AppendBinary appends the detector's configuration and state to b, in a versioned binary
-// form that UnmarshalBinary reads back (about 2.4 KB). It implements
+// form that UnmarshalBinary reads back (2928 bytes). It implements
 // encoding.BinaryAppender.
 func (d *Detector) AppendBinary(b []byte) ([]byte, error) {
-	e := encoder{b: append(b, encodingMagic...)}
-	e.b = append(e.b, encodingVersion)
-	d.fields(&e)
-	return e.b, nil
+	return encode(b, encodingMagic, encodingVersion, func(e *encoder) { d.fields(e) }), nil
 }
 
 // MarshalBinary returns the detector's state; see AppendBinary.
@@ -145,25 +149,41 @@ func (d *Detector) MarshalBinary() ([]byte, error) { return d.AppendBinary(nil) 
 // AppendBinary. It checks the magic, the version, the length and every field, and leaves
 // the detector unchanged on error; it never panics, whatever the input.
 func (d *Detector) UnmarshalBinary(data []byte) error {
-	if len(data) < len(encodingMagic)+1 || string(data[:len(encodingMagic)]) != encodingMagic {
-		return errors.New("anomaly: not a detector state (bad magic)")
-	}
-	if v := data[len(encodingMagic)]; v != encodingVersion {
-		return fmt.Errorf("anomaly: detector state version %d, want %d", v, encodingVersion)
-	}
 	var nd Detector
-	dec := decoder{b: data[len(encodingMagic)+1:]}
-	nd.fields(&dec)
-	switch {
-	case dec.short:
-		return errors.New("anomaly: detector state is truncated")
-	case len(dec.b) > 0:
-		return fmt.Errorf("anomaly: detector state has %d bytes too many", len(dec.b))
+	if err := decode(data, encodingMagic, encodingVersion, "detector", func(c *decoder) { nd.fields(c) }); err != nil {
+		return err
 	}
 	if err := nd.validate(); err != nil {
 		return err
 	}
 	*d = nd
+	return nil
+}
+
+// encode appends the magic, the version and what fields writes to b.
+func encode(b []byte, magic string, version byte, fields func(*encoder)) []byte {
+	e := encoder{b: append(append(b, magic...), version)}
+	fields(&e)
+	return e.b
+}
+
+// decode checks the magic and the version at the start of data, and reads the rest with
+// fields, which must consume it exactly. what names the state in errors.
+func decode(data []byte, magic string, version byte, what string, fields func(*decoder)) error {
+	if len(data) < len(magic)+1 || string(data[:len(magic)]) != magic {
+		return fmt.Errorf("anomaly: not a %s state (bad magic)", what)
+	}
+	if v := data[len(magic)]; v != version {
+		return fmt.Errorf("anomaly: %s state version %d, want %d", what, v, version)
+	}
+	dec := decoder{b: data[len(magic)+1:]}
+	fields(&dec)
+	switch {
+	case dec.short:
+		return fmt.Errorf("anomaly: %s state is truncated", what)
+	case len(dec.b) > 0:
+		return fmt.Errorf("anomaly: %s state has %d bytes too many", what, len(dec.b))
+	}
 	return nil
 }
 
@@ -184,6 +204,14 @@ func (d *Detector) validate() error {
 		return errors.New("anomaly: detector state: last time before first time")
 	case d.dt < 0 || d.sigma < 0 || d.devSigma < 0 || d.mag < 0 || d.gateTime < 0 || d.silent < 0:
 		return errors.New("anomaly: detector state: negative scale")
+	case d.peak < 0 || d.peak > 1:
+		return errors.New("anomaly: detector state: episode peak out of range")
+	}
+	for _, r := range []*records{&d.values, &d.slowRange} {
+		if r.n >= recordBlock || r.seen > 2*recordBlock || (r.seen > 0 && (r.gap[0] <= 0 || r.gap[1] <= 0)) ||
+			r.k[0] < 0 || r.k[1] < 0 || r.k[0] > recordMemory || r.k[1] > recordMemory {
+			return errors.New("anomaly: detector state: record range out of range")
+		}
 	}
 	for _, t := range d.tails {
 		if !(t.rate > 0 && t.rate <= 1 && t.run >= 0 && t.n >= 0 && t.n <= tailMemory && t.k >= 0 && t.k <= peakMemory) {
@@ -200,5 +228,65 @@ func (d *Detector) validate() error {
 			return errors.New("anomaly: detector state: negative error")
 		}
 	}
+	return nil
+}
+
+// The binary form of an Alerter: the magic "VGAA", a version byte, then its settings and
+// state as fixed-size little-endian fields in the order of Alerter.fields.
+const (
+	alerterMagic   = "VGAA"
+	alerterVersion = 1
+)
+
+type alerterCodec interface {
+	u8(*uint8)
+	i32(*int32)
+	f64(*float64)
+}
+
+func (a *Alerter) fields(c alerterCodec) {
+	c.f64(&a.Threshold)
+	c.f64(&a.Clear)
+	ints := [4]int32{int32(a.ResolveAfter), int32(a.HoldOff), int32(a.quiet), int32(a.since)}
+	for i := range ints {
+		c.i32(&ints[i])
+	}
+	a.ResolveAfter, a.HoldOff, a.quiet, a.since = int(ints[0]), int(ints[1]), int(ints[2]), int(ints[3])
+	firing := uint8(0)
+	if a.firing {
+		firing = 1
+	}
+	c.u8((*uint8)(&a.Direction))
+	c.u8(&firing)
+	a.firing = firing == 1
+}
+
+// AppendBinary appends the alerter's settings and state (firing or not, quiet points,
+// hold-off) to b, in a versioned binary form of 39 bytes that UnmarshalBinary reads back,
+// so that the gateway can snapshot firing anomaly alerts. It implements
+// encoding.BinaryAppender.
+func (a *Alerter) AppendBinary(b []byte) ([]byte, error) {
+	c := *a // fields writes back what it visits
+	return encode(b, alerterMagic, alerterVersion, func(e *encoder) { c.fields(e) }), nil
+}
+
+// MarshalBinary returns the alerter's state; see AppendBinary.
+func (a *Alerter) MarshalBinary() ([]byte, error) { return a.AppendBinary(nil) }
+
+// UnmarshalBinary replaces the alerter's settings and state with those encoded by
+// AppendBinary. It checks the magic, the version, the length and every field, and leaves
+// the alerter unchanged on error.
+func (a *Alerter) UnmarshalBinary(data []byte) error {
+	var na Alerter
+	if err := decode(data, alerterMagic, alerterVersion, "alerter", func(c *decoder) { na.fields(c) }); err != nil {
+		return err
+	}
+	switch {
+	case math.IsNaN(na.Threshold) || math.IsInf(na.Threshold, 0) || math.IsNaN(na.Clear) || math.IsInf(na.Clear, 0):
+		return errors.New("anomaly: alerter state holds a NaN or infinite threshold")
+	case na.Direction > Both || na.quiet < 0 || na.since < 0 || na.since > max(na.HoldOff, 0)+1:
+		return errors.New("anomaly: alerter state out of range")
+	}
+	*a = na
 	return nil
 }

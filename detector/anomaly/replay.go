@@ -53,9 +53,9 @@ func parseTime(s string) (time.Time, bool) {
 // and the daily and weekly cycles follow the wall clock of each time stamp's offset.
 // The output has the header timestamp,value,anomaly_score,alert and one row per input
 // row, in the same order, with the time stamp and value exactly as they came in.
-// anomaly_score is the detector's Score; alert is 1 only on the row where the alert at
-// opts.Sensitivity and opts.Direction starts firing, and 0 while it stays firing, so that
-// one incident counts once. Rows are read, scored and written one at a time: the score of
+// anomaly_score is the detector's Result.Onset: its Score on the rows where an anomaly
+// starts or clearly grows, 0 on the rest of the episode; alert is 1 only on the row where the alert at opts.Sensitivity and
+// opts.Direction starts firing, and 0 while it stays firing. Both count one incident once. Rows are read, scored and written one at a time: the score of
 // a row never depends on later rows, and the file is never held in memory.
 //
 // An error names the line and column of the bad input, as in
@@ -143,7 +143,7 @@ func Replay(in io.Reader, out io.Writer, opts ReplayOptions) error {
 		if alerter.Observe(res) == Fired {
 			alert = "1"
 		}
-		scoreBuf = strconv.AppendFloat(scoreBuf[:0], res.Score, 'f', 6, 64)
+		scoreBuf = strconv.AppendFloat(scoreBuf[:0], res.Onset, 'f', 6, 64)
 		row[0], row[1], row[2], row[3] = ts, vs, string(scoreBuf), alert
 		if err := w.Write(row); err != nil {
 			return err
