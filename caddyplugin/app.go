@@ -10,6 +10,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/certmagic"
 
+	"github.com/vigilgw/vigil/detector"
 	"github.com/vigilgw/vigil/detector/rules"
 	"github.com/vigilgw/vigil/notifier"
 )
@@ -54,6 +55,12 @@ type App struct {
 	// defined above.
 	Alerts []rules.Rule `json:"alerts,omitempty"`
 
+	// Correlate folds alerts about the same upstream (or company...) that fire within a
+	// window of each other into one incident: one notification per channel, then updates
+	// as members join and resolve; PagerDuty gets one dedup_key. Default: by upstream,
+	// within 5m.
+	Correlate *Correlate `json:"correlate,omitempty"`
+
 	// EventHistory is how many alert events are kept for the events API. Default 1000.
 	EventHistory int `json:"event_history,omitempty"`
 
@@ -84,6 +91,38 @@ func (a *App) channelNames() map[string]bool {
 		m[c.Name] = true
 	}
 	return m
+}
+
+// Correlate configures incident correlation.
+type Correlate struct {
+	// By lists the dimensions the key is taken from, in order (the first that an alert's
+	// group or its rule's filter has): upstream, company, user, key or endpoint.
+	// Default ["upstream"].
+	By []string `json:"by,omitempty"`
+	// Window is how long after an incident's last firing a new alert still joins it.
+	// Default 5m.
+	Window caddy.Duration `json:"window,omitempty"`
+	// Off turns correlation off.
+	Off bool `json:"off,omitempty"`
+}
+
+// correlation returns the rule engine's correlation settings; the error names the field.
+func (c *Correlate) correlation() (rules.Correlation, error) {
+	if c == nil {
+		return rules.DefaultCorrelation, nil
+	}
+	out := rules.Correlation{Window: time.Duration(c.Window), Off: c.Off}
+	for i, name := range c.By {
+		d, err := detector.ParseDim(name)
+		if err != nil || !(d == detector.DimUpstream || d == detector.DimCompany || d == detector.DimUser || d == detector.DimKey || d == detector.DimEndpoint) {
+			return out, fmt.Errorf("correlate.by[%d]: %q: want upstream, company, user, key or endpoint", i, name)
+		}
+		out.By = append(out.By, d)
+	}
+	if c.Window < 0 {
+		return out, fmt.Errorf("correlate.window: must not be negative")
+	}
+	return out, nil
 }
 
 // handlerSet collects the vigil handlers of one config generation as they are
@@ -167,6 +206,9 @@ func (a *App) Validate() error {
 		return fmt.Errorf("snapshot: must not be negative")
 	case a.EventHistory < 0:
 		return fmt.Errorf("event_history: must not be negative")
+	}
+	if _, err := a.Correlate.correlation(); err != nil {
+		return err
 	}
 	if a.Delivery != nil {
 		if err := a.Delivery.Validate(); err != nil {

@@ -35,6 +35,7 @@ func init() {
 //		test_clock
 //		event_history <n>
 //		external_url  <url>
+//		correlate     upstream|company|user|key|endpoint... [window <duration>] | off
 //		channel <name> <type> [<url or key>] [{ ... }]   (see parseChannel)
 //		alert "<name>" { ... }                              (see parseAlert)
 //	}
@@ -117,6 +118,36 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			a.ExternalURL = d.Val()
 			if d.NextArg() {
 				return d.ArgErr()
+			}
+		case "correlate":
+			if a.Correlate != nil {
+				return d.Err("correlate given twice")
+			}
+			a.Correlate = new(Correlate)
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			for i := 0; i < len(args); i++ {
+				switch args[i] {
+				case "off":
+					a.Correlate.Off = true
+				case "window":
+					if i+1 >= len(args) {
+						return d.Err("correlate: window needs a duration")
+					}
+					dur, err := caddy.ParseDuration(args[i+1])
+					if err != nil || dur <= 0 {
+						return d.Errf("correlate: window: invalid duration %q", args[i+1])
+					}
+					a.Correlate.Window = caddy.Duration(dur)
+					i++
+				default:
+					a.Correlate.By = append(a.Correlate.By, args[i])
+				}
+			}
+			if _, err := a.Correlate.correlation(); err != nil {
+				return d.Errf("%v", err)
 			}
 		case "channel":
 			c, err := parseChannel(d)

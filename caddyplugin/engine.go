@@ -130,6 +130,8 @@ func (e *engine) apply(a *App, channels []notifier.Channel) error {
 	}
 	e.queueMu.Unlock()
 	e.api.load(a.storage, e.logger.Warn)
+	corr, _ := a.Correlate.correlation() // checked in Validate
+	e.rules.SetCorrelation(corr)
 	if err := e.setRules(a); err != nil {
 		return fmt.Errorf("alerts: %w", err)
 	}

@@ -21,6 +21,7 @@ type hookEvent struct {
 	Value     float64           `json:"value"`
 	Expected  *float64          `json:"expected"`
 	Threshold string            `json:"threshold"`
+	Incident  string            `json:"incident"`
 	Samples   []struct {
 		Path      string `json:"path"`
 		Status    int    `json:"status"`

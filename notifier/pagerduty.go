@@ -137,7 +137,7 @@ func (p *PagerDuty) memberEvent(ev *alert.Event) pdEvent {
 // incidentEvent is the single request of a batch about an incident.
 func (p *PagerDuty) incidentEvent(b *alert.Batch) pdEvent {
 	e := pdEvent{RoutingKey: p.routingKey.Reveal(), DedupKey: pdIncidentKey(b.Incident), EventAction: "trigger"}
-	if b.Firing() == 0 {
+	if b.Firing() == 0 && b.IncidentFiring == 0 {
 		e.EventAction = "resolve"
 		return e
 	}

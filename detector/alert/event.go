@@ -142,6 +142,10 @@ type Batch struct {
 	// Incident, when set, names the correlated incident the batch is about; channels that
 	// deduplicate (PagerDuty) key on it instead of on each member.
 	Incident string
+	// IncidentFiring is, for a batch about an incident, how many of the incident's members
+	// are still firing after this batch: an incident resolves when it reaches zero, not
+	// when one member's resolve arrives alone.
+	IncidentFiring int
 }
 
 // Firing returns how many events of the batch are firing (new or repeated).

@@ -25,10 +25,12 @@ type Engine struct {
 	store  *detector.Store
 	logger *slog.Logger
 
-	mu       sync.Mutex
-	rules    []*compiled
-	notifier alert.Notifier
-	history  *History
+	mu          sync.Mutex
+	rules       []*compiled
+	notifier    alert.Notifier
+	history     *History
+	correlation Correlation
+	incidents   map[string]*incident // open or recent incidents by correlation key
 }
 
 // Options configure an Engine.
@@ -49,7 +51,7 @@ func NewEngine(store *detector.Store, opts Options) *Engine {
 	if opts.Notifier == nil {
 		opts.Notifier = LogNotifier{Logger: opts.Logger}
 	}
-	return &Engine{store: store, logger: opts.Logger, notifier: opts.Notifier, history: NewHistory(opts.History)}
+	return &Engine{store: store, logger: opts.Logger, notifier: opts.Notifier, history: NewHistory(opts.History), correlation: DefaultCorrelation}
 }
 
 // History returns the engine's event history.
@@ -76,6 +78,7 @@ type compiled struct {
 	onceFired map[detector.Labels]bool
 	overflow  uint64
 	anomaly   *anomalyState // anomaly rules only
+	armedAt   time.Time     // absence rules: not before it has watched for "for"
 }
 
 // instance is one alert instance: a rule and one group's values.
@@ -91,7 +94,7 @@ type instance struct {
 // maxOnceGroups bounds the memory of groups a "throttle once" rule has notified.
 const maxOnceGroups = 100000
 
-func (e *Engine) compile(r Rule) (*compiled, error) {
+func (e *Engine) compile(r Rule, now time.Time) (*compiled, error) {
 	m, err := r.Filter.Compile()
 	if err != nil {
 		return nil, err
@@ -120,9 +123,13 @@ func (e *Engine) compile(r Rule) (*compiled, error) {
 	if r.MinCalls > 0 || r.Metric == MetricErrorRate || r.Metric == MetricSuccessRate {
 		c.need |= detector.NeedTotals // ratios and min_calls count every call, not only matches
 	}
+	c.armedAt = now.Add(time.Duration(r.For))
 	dims := group | m.Dims()
 	if dims&detector.CallerDims != 0 && !detector.RouteDims.Contains(dims) {
 		horizon := time.Duration(r.Window + r.Compare)
+		if r.Metric == MetricAbsent {
+			horizon = AbsentLookback(time.Duration(r.For))
+		}
 		if c.anomaly != nil {
 			horizon = 15 * time.Minute // closed minutes since the last tick, with room for a pause
 		}
@@ -163,7 +170,7 @@ func (e *Engine) SetRules(rs []Rule, now time.Time) error {
 			delete(old, r.ID)
 			continue
 		}
-		c, err := e.compile(r)
+		c, err := e.compile(r, now)
 		if err != nil {
 			e.mu.Unlock()
 			for _, n := range next {
@@ -189,8 +196,9 @@ func (e *Engine) SetRules(rs []Rule, now time.Time) error {
 	}
 	e.rules = next
 	n := e.notifier
+	open := e.correlate(events, now)
 	e.mu.Unlock()
-	e.dispatch(n, events, now)
+	e.dispatch(n, events, open)
 	return nil
 }
 
@@ -226,9 +234,12 @@ func (e *Engine) Evaluate(now time.Time) {
 		}
 		var evs []alert.Event
 		var err error
-		if c.anomaly != nil {
+		switch {
+		case c.anomaly != nil:
 			evs, err = e.evaluateAnomaly(c, now, samples)
-		} else {
+		case c.rule.Metric == MetricAbsent:
+			evs, err = e.evaluateAbsent(c, now, samples)
+		default:
 			evs, err = e.evaluate(c, now, samples)
 		}
 		if err != nil {
@@ -237,8 +248,9 @@ func (e *Engine) Evaluate(now time.Time) {
 		events = append(events, evs...)
 	}
 	n := e.notifier
+	open := e.correlate(events, now)
 	e.mu.Unlock()
-	e.dispatch(n, events, now)
+	e.dispatch(n, events, open)
 }
 
 // value computes the rule's metric over one group's aggregate; NaN when there is no data.
@@ -446,6 +458,8 @@ func (e *Engine) resolveAll(c *compiled, now time.Time, why string) []alert.Even
 					res = ag.last
 				}
 				ev = e.anomalyEvent(c, inst, alert.Resolved, res, now, nil)
+			} else if c.rule.Metric == MetricAbsent {
+				ev = e.absentEvent(c, inst, alert.Resolved, now, nil)
 			} else {
 				ev = e.newEvent(c, inst, alert.Resolved, now, nil)
 			}
@@ -593,30 +607,32 @@ func roundValue(v float64) float64 {
 }
 
 // dispatch records events in the history and hands them to the notifier: one batch per
-// channel with every event of this tick for it (storm grouping). Pending and lapsed
-// events are recorded but not notified.
-func (e *Engine) dispatch(n alert.Notifier, events []alert.Event, now time.Time) {
+// channel with every event of this tick for it (storm grouping), and one batch per
+// channel and incident for correlated events. Pending and lapsed events are recorded but
+// not notified. open holds the firing members left per incident.
+func (e *Engine) dispatch(n alert.Notifier, events []alert.Event, open map[string]int) {
 	if len(events) == 0 {
 		return
 	}
 	e.history.Add(events)
-	var order []string
-	batches := map[string][]alert.Event{}
+	type key struct{ channel, incident string }
+	var order []key
+	batches := map[key][]alert.Event{}
 	for _, ev := range events {
 		if ev.State != alert.Firing && ev.State != alert.Resolved {
 			continue
 		}
 		for _, ch := range ev.Channels {
-			if _, ok := batches[ch]; !ok {
-				order = append(order, ch)
+			k := key{ch, ev.Incident}
+			if _, ok := batches[k]; !ok {
+				order = append(order, k)
 			}
-			batches[ch] = append(batches[ch], ev)
+			batches[k] = append(batches[k], ev)
 		}
 	}
-	for _, ch := range order {
-		n.Notify(alert.Batch{Channel: ch, Events: batches[ch]})
+	for _, k := range order {
+		n.Notify(alert.Batch{Channel: k.channel, Events: batches[k], Incident: k.incident, IncidentFiring: open[k.incident]})
 	}
-	_ = now
 }
 
 // sampler finds recent calls matching a rule and group, reading the store's ring of

@@ -523,3 +523,86 @@ func TestAnomalyRuleFiresOnErrorBurst(t *testing.T) {
 		t.Fatal("the anomaly did not resolve within an hour of the errors stopping")
 	}
 }
+
+func TestAbsence(t *testing.T) {
+	// Ungrouped: no inbound webhook for 30 minutes.
+	h := newHarness(t, Rule{Name: "partner webhooks stopped", Metric: "absent", For: Duration(30 * time.Minute),
+		Filter: detector.Filter{Endpoint: "/webhooks/partner-x"}, Notify: []string{"ops"}})
+	h.step(t0.Add(10*time.Minute), "") // warm-up after the start: an empty store is no silence
+	h.step(t0.Add(29*time.Minute), "")
+	h.calls(t0.Add(25*time.Minute), 1, detector.Call{Status: 200, Endpoint: "/webhooks/partner-x"})
+	h.step(t0.Add(31*time.Minute), "") // armed, but a call came 6 minutes ago
+	h.step(t0.Add(54*time.Minute), "")
+	h.step(t0.Add(55*time.Minute+time.Second), "ops:partner-webhooks-stopped:firing")
+	h.step(t0.Add(60*time.Minute), "")
+	h.calls(t0.Add(61*time.Minute), 1, detector.Call{Status: 200, Endpoint: "/webhooks/partner-x"})
+	h.step(t0.Add(61*time.Minute), "ops:partner-webhooks-stopped:resolved")
+
+	// Grouped: a customer that calls every minute goes silent.
+	h2 := newHarness(t, Rule{Name: "customer silent", Metric: "absent", For: Duration(10 * time.Minute), GroupBy: []string{"company"}, Notify: []string{"cs"}})
+	for m := 0; m < 60; m++ {
+		h2.calls(t0.Add(time.Duration(m)*time.Minute), 1, detector.Call{Status: 200, Company: "acme"})
+		if m < 30 {
+			h2.calls(t0.Add(time.Duration(m)*time.Minute), 1, detector.Call{Status: 200, Company: "globex"})
+		}
+		want := ""
+		if m == 40 { // globex's last call was at minute 29
+			want = "cs:customer-silent:firing(company=globex)"
+		}
+		h2.step(t0.Add(time.Duration(m)*time.Minute), want)
+	}
+	h2.calls(t0.Add(61*time.Minute), 1, detector.Call{Status: 200, Company: "globex"})
+	h2.step(t0.Add(61*time.Minute), "cs:customer-silent:resolved(company=globex)")
+
+	if _, err := DecodeRule([]byte(`{"name": "x", "metric": "absent"}`)); err == nil || !strings.Contains(err.Error(), "for") {
+		t.Fatalf("absent without for: %v", err)
+	}
+	if _, err := DecodeRule([]byte(`{"name": "x", "metric": "absent", "for": "5m", "threshold": 1}`)); err == nil {
+		t.Fatal("absent with a threshold: no error")
+	}
+}
+
+func TestIncidentCorrelation(t *testing.T) {
+	rs := []Rule{
+		{Name: "partner 5xx", Metric: "count", Filter: detector.Filter{Upstream: "partner:443", Status: "5xx"}, Window: Duration(time.Minute), Threshold: f64(0), Notify: []string{"pager"}},
+		{Name: "partner slow", Metric: "latency_p99", Filter: detector.Filter{Upstream: "partner:443"}, Window: Duration(time.Minute), Threshold: f64(500), Notify: []string{"pager"}},
+		{Name: "errors by upstream", Metric: "count", Filter: detector.Filter{Status: "5xx"}, GroupBy: []string{"upstream"}, Window: Duration(time.Minute), Threshold: f64(3), Notify: []string{"pager"}},
+	}
+	h := newHarness(t, rs...)
+	h.calls(t0, 2, detector.Call{Status: 502, Upstream: "partner:443", Latency: time.Second})
+	h.eng.Evaluate(t0.Add(time.Millisecond))
+	b := h.rec.take()
+	if len(b) != 1 || len(b[0].Events) != 2 || b[0].Incident == "" || b[0].IncidentFiring != 2 {
+		t.Fatalf("first tick: %+v", b)
+	}
+	inc := b[0].Incident
+	// A third rule joins the incident on a later tick: an update, same incident.
+	h.calls(t0.Add(10*time.Second), 2, detector.Call{Status: 503, Upstream: "partner:443", Latency: time.Second})
+	h.eng.Evaluate(t0.Add(10*time.Second + time.Millisecond))
+	b = h.rec.take()
+	if len(b) != 1 || len(b[0].Events) != 1 || b[0].Incident != inc || b[0].IncidentFiring != 3 || b[0].Events[0].Group["upstream"] != "partner:443" {
+		t.Fatalf("join: %+v", b)
+	}
+	// All resolve together once the window passes: one batch, nothing left firing.
+	h.eng.Evaluate(t0.Add(2 * time.Minute))
+	b = h.rec.take()
+	if len(b) != 1 || len(b[0].Events) != 3 || b[0].Incident != inc || b[0].IncidentFiring != 0 || b[0].Firing() != 0 {
+		t.Fatalf("resolve: %+v", b)
+	}
+	// Much later, a new failure opens a new incident.
+	h.calls(t0.Add(20*time.Minute), 1, detector.Call{Status: 502, Upstream: "partner:443"})
+	h.eng.Evaluate(t0.Add(20*time.Minute + time.Millisecond))
+	b = h.rec.take()
+	if len(b) != 1 || b[0].Incident == "" || b[0].Incident == inc {
+		t.Fatalf("new incident: %+v", b)
+	}
+	// Off: no incidents.
+	h.eng.SetCorrelation(Correlation{Off: true})
+	h.calls(t0.Add(30*time.Minute), 1, detector.Call{Status: 502, Upstream: "partner:443"})
+	h.eng.Evaluate(t0.Add(30*time.Minute + time.Millisecond))
+	for _, b := range h.rec.take() {
+		if b.Incident != "" {
+			t.Fatalf("correlation off: %+v", b)
+		}
+	}
+}

@@ -38,6 +38,9 @@ const (
 	MetricPercentChange = "percent_change"
 	// MetricLatency is the anomaly metric over latency.
 	MetricLatency = "latency"
+	// MetricAbsent fires when no call matched the filter for the rule's "for" (per group:
+	// a group seen in the lookback that went silent), and resolves on the next call.
+	MetricAbsent = "absent"
 )
 
 // Rule is an alert rule, in the JSON shape of SPEC section 4. The Caddyfile alert blocks,
@@ -128,11 +131,14 @@ func (r *Rule) Normalize() {
 	if r.Type == "" {
 		r.Type = TypeStatic
 	}
-	if r.Comparator == "" && r.Type == TypeStatic {
+	if r.Comparator == "" && r.Type == TypeStatic && r.Metric != MetricAbsent {
 		r.Comparator = ">"
 	}
 	if c, ok := comparatorAliases[r.Comparator]; ok {
 		r.Comparator = c
+	}
+	if r.Window == 0 && r.Type == TypeStatic && r.Metric == MetricAbsent {
+		r.Window = r.For
 	}
 	if r.Window == 0 && r.Type == TypeStatic {
 		r.Window = Duration(5 * time.Minute)
@@ -213,13 +219,16 @@ func (r *Rule) validateCommon() error {
 }
 
 func (r *Rule) validateStatic() error {
+	if r.Metric == MetricAbsent {
+		return r.validateAbsent()
+	}
 	switch r.Metric {
 	case MetricCount, MetricErrorRate, MetricSuccessRate, MetricLatencyAvg, MetricLatencyP50,
 		MetricLatencyP90, MetricLatencyP99, MetricUniqueUsers, MetricPercentChange:
 	case "":
 		return fieldErr("metric", "required")
 	default:
-		return fieldErr("metric", "%q: want count, error_rate, success_rate, latency_avg, latency_p50, latency_p90, latency_p99, unique_users or percent_change", r.Metric)
+		return fieldErr("metric", "%q: want count, error_rate, success_rate, latency_avg, latency_p50, latency_p90, latency_p99, unique_users, percent_change or absent", r.Metric)
 	}
 	if err := r.validateCommon(); err != nil {
 		return err
@@ -266,6 +275,37 @@ func (r *Rule) validateStatic() error {
 	}
 	if time.Duration(r.Compare+r.Window) > 35*24*time.Hour {
 		return fieldErr("compare", "window plus compare reach back more than 35d (the store's horizon)")
+	}
+	if r.Sensitivity != "" || r.Direction != "" {
+		return fieldErr("sensitivity", "only for anomaly rules")
+	}
+	return nil
+}
+
+// AbsentLookback is how far back an absence rule grouped by a dimension looks for the
+// groups that should be calling: ten times its "for", at least an hour.
+func AbsentLookback(forDur time.Duration) time.Duration {
+	return min(max(10*forDur, time.Hour), 35*24*time.Hour-forDur)
+}
+
+func (r *Rule) validateAbsent() error {
+	if err := r.validateCommon(); err != nil {
+		return err
+	}
+	if r.For <= 0 {
+		return fieldErr("for", "required for metric absent: how long without a matching call")
+	}
+	if time.Duration(r.For) > 7*24*time.Hour {
+		return fieldErr("for", "%s: at most 7d", r.For)
+	}
+	if r.Window != r.For {
+		return fieldErr("window", "metric absent takes its window from for: leave window out")
+	}
+	if r.Threshold != nil || r.Comparator != "" {
+		return fieldErr("threshold", "metric absent takes no threshold or comparator")
+	}
+	if r.ResolveBelow != nil || r.ResolveAbove != nil || r.Compare != 0 || r.MinCalls != 0 {
+		return fieldErr("min_calls", "metric absent takes no min_calls, compare or hysteresis")
 	}
 	if r.Sensitivity != "" || r.Direction != "" {
 		return fieldErr("sensitivity", "only for anomaly rules")
