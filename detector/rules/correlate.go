@@ -174,4 +174,3 @@ func groupText(g map[string]string) string {
 	}
 	return b.String()
 }
-
