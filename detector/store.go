@@ -19,6 +19,10 @@
 //
 // Record is safe for concurrent use, never blocks on anything but short in-memory
 // critical sections, and allocates nothing for series and callers it already knows.
+//
+// WriteSnapshot and ReadSnapshot save the route view, caller history and recent calls,
+// and merge them back, so that a restart keeps the history (see snapshot.go for the
+// format).
 package detector
 
 import (
@@ -341,7 +345,7 @@ func (s *Store) Sweep(now time.Time) int {
 
 // Stats describes the store's size.
 type Stats struct {
-	// Recorded counts every call recorded since start.
+	// Recorded counts every call recorded since start, and those of restored snapshots.
 	Recorded uint64 `json:"recorded"`
 	// Series is the number of route series; DetailSeries those of detail views.
 	Series       int64 `json:"series"`

@@ -376,6 +376,8 @@ func (h *Histogram) decode(r *decoder) error {
 	if r.err == nil && nbins > uint64(maxKey)+1 {
 		return fmt.Errorf("%d bins, more than the %d there are", nbins, maxKey+1)
 	}
+	// A bin takes a word or more, and two bytes or more of input.
+	h.bins = slices.Grow(h.bins, int(min(nbins, uint64(len(r.b)/2))))
 	next := uint64(0)
 	for range nbins {
 		gap, c := r.uvarint(), r.uvarint()

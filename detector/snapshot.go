@@ -1,0 +1,453 @@
+package detector
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"math"
+	"slices"
+	"time"
+)
+
+// A snapshot is the store's history as bytes, so that a gateway restart keeps it.
+//
+// Format, version 1. Integers are uvarints, or zigzag varints where they can be negative
+// ("varint"); a string is a uvarint length and its bytes.
+//
+//	header   "VIGILSNP", uvarint format version (1)
+//	sections in this order, each a tag byte, records, and a uvarint 0:
+//	  1 meta       one record: varint Unix nanoseconds written, uvarint MaxSeries, MaxKeys
+//	               and RecentCalls of the writing store (informational)
+//	  2 route      a record per route series
+//	  3 users, 4 companies, 5 keys
+//	               a record per caller
+//	  6 recent     a record per recent call, oldest first
+//	  7 totals     one record: uvarint calls recorded, varint newest call (Unix seconds)
+//	end      tag byte 0
+//	checksum CRC-32C (Castagnoli) of every byte before it, 4 bytes little-endian
+//
+// A record is a uvarint length (never 0) and its body, so that a decoder knows where each
+// one ends and can name it in an error.
+//
+//	series   string method, endpoint, upstream; uvarint status; byte flags (1 blocked,
+//	         2 limited); varint first, uvarint last-first, uvarint first2xx-first+1 (0:
+//	         none); uvarint rings; per ring: uvarint secs, uvarint slots, uvarint buckets,
+//	         then the buckets oldest first
+//	bucket   the slot: varint for the first of a ring, then uvarint gap from the previous
+//	         (at least 1); uvarint calls; uvarint mask of the non-zero fields that follow
+//	         (bucketBytesIn...), each a uvarint but latSum, 8 bytes little-endian; the
+//	         latency histogram and the callers HLL, each a uvarint length and its
+//	         AppendBinary encoding (versioned by the sketch package). 1xx-3xx calls are
+//	         calls - 4xx - 5xx.
+//	caller   string id; varint first, uvarint last-first, uvarint first2xx-first+1;
+//	         uvarint hours, hour buckets; uvarint days, day buckets
+//	counts   the slot: uvarint for the first, then uvarint gap (at least 1); uvarint
+//	         calls; uvarint mask of the non-zero fields that follow (4xx, 5xx, blocked,
+//	         limited), each a uvarint; OK is calls - 4xx - 5xx
+//	call     varint Unix seconds, uvarint nanoseconds; string method, endpoint, path;
+//	         varint status, latency (ns), bytes in, bytes out; string user, company, key;
+//	         string IP (netip.Addr.MarshalBinary); string upstream; byte failure; string
+//	         request id; byte flags (1 blocked, 2 limited)
+//
+// A reader accepts only the versions it knows; a change of layout bumps snapshotVersion.
+const (
+	snapshotMagic   = "VIGILSNP"
+	snapshotVersion = 1
+)
+
+// Section tags, in the order they appear.
+const (
+	secEnd = iota
+	secMeta
+	secRoute
+	secUsers
+	secCompanies
+	secKeys
+	secRecent
+	secTotals
+)
+
+var sectionNames = [...]string{"end", "meta", "route", "users", "companies", "keys", "recent", "totals"}
+
+// A bucket's fields besides calls, in the order of their bits in its field mask. The
+// common ones come first, so that the mask usually takes one byte.
+const (
+	bucketBytesIn = iota
+	bucketBytesOut
+	bucketLatSum // 8 bytes, not a uvarint
+	bucket4xx
+	bucket5xx
+	bucketBlocked
+	bucketLimited
+	bucketFail0  // one per failure kind
+	bucketFields = bucketFail0 + numFailKinds
+)
+
+// bucketCounts returns a bucket's fields but latSum, indexed as above.
+func bucketCounts(b *bucket) (f [bucketFields]uint64) {
+	f[bucketBytesIn], f[bucketBytesOut] = b.bytesIn, b.bytesOut
+	f[bucket4xx], f[bucket5xx] = uint64(b.n4xx), uint64(b.n5xx)
+	f[bucketBlocked], f[bucketLimited] = uint64(b.blocked), uint64(b.limited)
+	for k, n := range b.fails {
+		f[bucketFail0+k] = uint64(n)
+	}
+	return f
+}
+
+// callerCountsFields is the number of caller counts in a field mask: 4xx, 5xx, blocked
+// and limited, in this order.
+const callerCountsFields = 4
+
+// maxSnapshotSlot bounds the slots a snapshot may hold (about 8.9 million years of
+// seconds either side of 1970), so that slot arithmetic cannot overflow.
+const maxSnapshotSlot = 1 << 48
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// snapshotClock gives the time a snapshot is written (a variable for tests).
+var snapshotClock = time.Now
+
+// ErrBadSnapshot is wrapped by every error ReadSnapshot returns for input that is not a
+// whole, valid snapshot (as opposed to an error reading it).
+var ErrBadSnapshot = errors.New("bad snapshot")
+
+// SnapshotError says what is wrong with a snapshot and where.
+type SnapshotError struct {
+	Section string // "header", "checksum" or a section name
+	Record  int    // index of the record in its section, -1 when not in a record
+	Offset  int    // byte offset of the first byte found wrong
+	Err     error
+}
+
+func (e *SnapshotError) Error() string {
+	where := "section " + e.Section
+	if e.Section == "header" || e.Section == "checksum" {
+		where = e.Section
+	}
+	if e.Record >= 0 {
+		where += fmt.Sprintf(", record %d", e.Record)
+	}
+	return fmt.Sprintf("detector: bad snapshot: %s, at offset %d: %v", where, e.Offset, e.Err)
+}
+
+func (e *SnapshotError) Unwrap() error { return e.Err }
+
+// Is makes every SnapshotError match ErrBadSnapshot.
+func (e *SnapshotError) Is(target error) bool { return target == ErrBadSnapshot }
+
+// SnapshotInfo describes what ReadSnapshot restored.
+type SnapshotInfo struct {
+	// Written is when the snapshot was written; Bytes its size.
+	Written time.Time
+	Bytes   int
+	// Recorded is the snapshot's count of recorded calls, added to the store's.
+	Recorded uint64
+	// Series counts the route series restored as series of their own; SeriesMerged those
+	// merged into a series the store already had; SeriesFolded those folded into an
+	// "other" series because the store's MaxSeries was reached.
+	Series, SeriesMerged, SeriesFolded int
+	// Callers counts the users, companies and keys restored as callers of their own;
+	// CallersMerged those merged into a caller the store already had; CallersDropped those
+	// left out because the store's MaxKeys was reached.
+	Callers, CallersMerged, CallersDropped int
+	// Recent counts the recent calls restored.
+	Recent int
+}
+
+// WriteSnapshot writes the store's history to w: the route view's series with every
+// bucket and sketch, the history of every user, company and key, the ring of recent
+// calls, the count of recorded calls and the newest call time. Detail views are not
+// written: they are rebuilt from the moment rules track them again.
+//
+// Calls buffered by Record are applied first. The store keeps recording meanwhile: each
+// series and each few hundred callers are encoded under their own short lock, and w is
+// written without any lock held, so the snapshot is not one atomic cut across series (a
+// call recorded during the write may be in one series and not in another).
+func (s *Store) WriteSnapshot(w io.Writer) error {
+	s.Flush()
+	e := &snapEncoder{w: w, buf: make([]byte, 0, snapFlushSize+4096)}
+	e.buf = append(e.buf, snapshotMagic...)
+	e.buf = binary.AppendUvarint(e.buf, snapshotVersion)
+
+	e.section(secMeta)
+	b := binary.AppendVarint(e.scratch[:0], snapshotClock().UnixNano())
+	b = binary.AppendUvarint(b, uint64(s.cfg.MaxSeries))
+	b = binary.AppendUvarint(b, uint64(s.cfg.MaxKeys))
+	b = binary.AppendUvarint(b, uint64(max(s.cfg.RecentCalls, 0)))
+	e.record(b)
+	e.endSection()
+
+	e.section(secRoute)
+	for _, sr := range s.route.series() {
+		sr.mu.Lock()
+		if sr.dead.Load() {
+			sr.mu.Unlock()
+			continue
+		}
+		e.scratch = appendSeries(e.scratch[:0], &e.sketch, sr, s.route.res)
+		sr.mu.Unlock()
+		e.record(e.scratch)
+		e.flushIfFull()
+	}
+	e.endSection()
+
+	for k, x := range s.callers {
+		e.section(byte(secUsers + k))
+		for i := range x.shards {
+			sh := &x.shards[i]
+			for from := 0; ; from += snapCallerChunk {
+				sh.mu.Lock()
+				to := min(from+snapCallerChunk, len(sh.slab))
+				for j := from; j < to; j++ {
+					if c := &sh.slab[j]; c.id != "" {
+						e.scratch = appendCaller(e.scratch[:0], c)
+						e.record(e.scratch)
+					}
+				}
+				more := to < len(sh.slab)
+				sh.mu.Unlock()
+				e.flushIfFull()
+				if !more {
+					break
+				}
+			}
+		}
+		e.endSection()
+	}
+
+	e.section(secRecent)
+	for _, c := range s.recent.oldestFirst() {
+		e.scratch = appendCall(e.scratch[:0], &c)
+		e.record(e.scratch)
+		e.flushIfFull()
+	}
+	e.endSection()
+
+	e.section(secTotals)
+	b = binary.AppendUvarint(e.scratch[:0], s.recorded.Load())
+	b = binary.AppendVarint(b, s.lastEpoch.Load())
+	e.record(b)
+	e.endSection()
+
+	e.buf = append(e.buf, secEnd)
+	e.flush()
+	if e.err != nil {
+		return e.err
+	}
+	var sum [4]byte
+	binary.LittleEndian.PutUint32(sum[:], e.crc)
+	if _, err := w.Write(sum[:]); err != nil {
+		return fmt.Errorf("detector: write snapshot: %w", err)
+	}
+	return nil
+}
+
+const (
+	snapFlushSize   = 256 << 10 // write to w when this much is buffered
+	snapCallerChunk = 256       // callers encoded per shard lock
+)
+
+// snapEncoder buffers a snapshot on its way to w and keeps its running checksum.
+type snapEncoder struct {
+	w       io.Writer
+	buf     []byte
+	scratch []byte // a record
+	sketch  []byte // a sketch
+	crc     uint32
+	err     error
+}
+
+func (e *snapEncoder) section(tag byte) { e.buf = append(e.buf, tag) }
+
+func (e *snapEncoder) endSection() {
+	e.buf = append(e.buf, 0)
+	e.flushIfFull()
+}
+
+// record appends a record to the buffer; flushIfFull writes it out, with no lock held. A
+// large record (a busy series) goes out at once, to keep the buffer small.
+func (e *snapEncoder) record(body []byte) {
+	e.buf = binary.AppendUvarint(e.buf, uint64(len(body)))
+	if len(body) < snapFlushSize {
+		e.buf = append(e.buf, body...)
+		return
+	}
+	e.flush()
+	e.write(body)
+}
+
+func (e *snapEncoder) flushIfFull() {
+	if len(e.buf) >= snapFlushSize {
+		e.flush()
+	}
+}
+
+func (e *snapEncoder) flush() {
+	e.write(e.buf)
+	e.buf = e.buf[:0]
+}
+
+func (e *snapEncoder) write(p []byte) {
+	if e.err == nil && len(p) > 0 {
+		e.crc = crc32.Update(e.crc, castagnoli, p)
+		if _, err := e.w.Write(p); err != nil {
+			e.err = fmt.Errorf("detector: write snapshot: %w", err)
+		}
+	}
+}
+
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+// appendTimes appends first, last and first2xx (0: none) as a varint and two deltas.
+func appendTimes(b []byte, first, last, first2xx int64) []byte {
+	b = binary.AppendVarint(b, first)
+	b = binary.AppendUvarint(b, uint64(last-first))
+	if first2xx != 0 {
+		return binary.AppendUvarint(b, uint64(first2xx-first)+1)
+	}
+	return append(b, 0)
+}
+
+func flagBits(blocked, limited bool) byte {
+	var f byte
+	if blocked {
+		f |= 1
+	}
+	if limited {
+		f |= 2
+	}
+	return f
+}
+
+// appendSeries appends the record of a route series; s.mu held.
+func appendSeries(b []byte, sketch *[]byte, s *series, res []resolution) []byte {
+	l := &s.labels
+	b = appendString(b, l.Method)
+	b = appendString(b, l.Endpoint)
+	b = appendString(b, l.Upstream)
+	b = binary.AppendUvarint(b, uint64(l.Status))
+	b = append(b, flagBits(l.Blocked, l.Limited))
+	b = appendTimes(b, s.first, s.last, s.first2xx)
+	b = binary.AppendUvarint(b, uint64(len(res)))
+	for i, r := range res {
+		ring := &s.rings[i]
+		b = binary.AppendUvarint(b, uint64(r.secs))
+		b = binary.AppendUvarint(b, uint64(r.slots))
+		b = binary.AppendUvarint(b, uint64(ring.size))
+		for j := 0; j < ring.size; j++ {
+			if cap(b)-len(b) < 16<<10 {
+				b = slices.Grow(b, max(len(b), 16<<10)) // double: a busy series takes megabytes
+			}
+			bk := ring.at(j)
+			if j == 0 {
+				b = binary.AppendVarint(b, bk.slot)
+			} else {
+				b = binary.AppendUvarint(b, uint64(bk.slot-ring.at(j-1).slot))
+			}
+			b = appendBucket(b, sketch, bk)
+		}
+	}
+	return b
+}
+
+func appendBucket(b []byte, sketch *[]byte, bk *bucket) []byte {
+	b = binary.AppendUvarint(b, uint64(bk.n))
+	f := bucketCounts(bk)
+	var mask uint64
+	for i, v := range f {
+		if v != 0 {
+			mask |= 1 << i
+		}
+	}
+	if bk.latSum != 0 {
+		mask |= 1 << bucketLatSum
+	}
+	b = binary.AppendUvarint(b, mask)
+	for i, v := range f {
+		switch {
+		case i == bucketLatSum && bk.latSum != 0:
+			b = binary.LittleEndian.AppendUint64(b, math.Float64bits(bk.latSum))
+		case v != 0:
+			b = binary.AppendUvarint(b, v)
+		}
+	}
+	*sketch = bk.lat.AppendBinary((*sketch)[:0])
+	b = binary.AppendUvarint(b, uint64(len(*sketch)))
+	b = append(b, *sketch...)
+	*sketch = bk.callers.AppendBinary((*sketch)[:0])
+	b = binary.AppendUvarint(b, uint64(len(*sketch)))
+	return append(b, *sketch...)
+}
+
+// appendCaller appends the record of a caller; its shard's lock held.
+func appendCaller(b []byte, c *caller) []byte {
+	b = appendString(b, c.id)
+	b = appendTimes(b, c.first, c.last, c.first2xx)
+	b = appendCallerBuckets(b, c.hours)
+	return appendCallerBuckets(b, c.days)
+}
+
+func appendCallerBuckets(b []byte, bs []callerBucket) []byte {
+	b = binary.AppendUvarint(b, uint64(len(bs)))
+	for i := range bs {
+		cb := &bs[i]
+		if i == 0 {
+			b = binary.AppendUvarint(b, uint64(cb.slot))
+		} else {
+			b = binary.AppendUvarint(b, uint64(cb.slot-bs[i-1].slot))
+		}
+		b = binary.AppendUvarint(b, uint64(cb.Calls))
+		fields := [...]uint32{cb.Status4, cb.Status5, cb.Blocked, cb.Limited}
+		var mask uint64
+		for k, v := range fields {
+			if v != 0 {
+				mask |= 1 << k
+			}
+		}
+		b = binary.AppendUvarint(b, mask)
+		for _, v := range fields {
+			if v != 0 {
+				b = binary.AppendUvarint(b, uint64(v))
+			}
+		}
+	}
+	return b
+}
+
+func appendCall(b []byte, c *Call) []byte {
+	b = binary.AppendVarint(b, c.Time.Unix())
+	b = binary.AppendUvarint(b, uint64(c.Time.Nanosecond()))
+	b = appendString(b, c.Method)
+	b = appendString(b, c.Endpoint)
+	b = appendString(b, c.Path)
+	b = binary.AppendVarint(b, int64(c.Status))
+	b = binary.AppendVarint(b, int64(c.Latency))
+	b = binary.AppendVarint(b, c.BytesIn)
+	b = binary.AppendVarint(b, c.BytesOut)
+	b = appendString(b, c.User)
+	b = appendString(b, c.Company)
+	b = appendString(b, c.Key)
+	ip, _ := c.IP.MarshalBinary() // never fails
+	b = binary.AppendUvarint(b, uint64(len(ip)))
+	b = append(b, ip...)
+	b = appendString(b, c.Upstream)
+	b = append(b, byte(c.Failure))
+	b = appendString(b, c.RequestID)
+	return append(b, flagBits(c.Blocked, c.Limited))
+}
+
+// oldestFirst returns a copy of the kept calls, oldest first.
+func (r *recentRing) oldestFirst() []Call {
+	var out []Call
+	r.newest(func(c *Call) bool {
+		out = append(out, *c)
+		return true
+	})
+	slices.Reverse(out)
+	return out
+}
