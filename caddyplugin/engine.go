@@ -58,6 +58,11 @@ type engine struct {
 	cfg  atomic.Pointer[liveConfig]
 	prev atomic.Pointer[liveConfig]
 
+	// pending is what a snapshot restores at the first start; snapshotBusy guards against
+	// overlapping writes.
+	pending      *pendingRestore
+	snapshotBusy atomic.Bool
+
 	loopMu  sync.Mutex
 	stop    chan struct{} // closed to stop the loop
 	done    chan struct{} // closed when the loop has stopped
@@ -86,6 +91,7 @@ func newEngine(app *App, logger *slog.Logger) *engine {
 	e.rules = rules.NewEngine(e.store, rules.Options{History: app.EventHistory, Logger: logger})
 	e.metrics = metrics.New(metrics.Options{MaxEndpoints: min(app.MaxSeries, 500)})
 	e.metrics.SetScrapeHook(e.reportMetrics)
+	e.restoreSnapshot(app.storage)
 	return e
 }
 
@@ -135,6 +141,7 @@ func (e *engine) apply(a *App, channels []notifier.Channel) error {
 	if err := e.setRules(a); err != nil {
 		return fmt.Errorf("alerts: %w", err)
 	}
+	e.applyPending()
 	return nil
 }
 
@@ -211,6 +218,7 @@ func (e *engine) loop() {
 	t := time.NewTicker(tick)
 	defer t.Stop()
 	var lastSweep time.Time
+	lastSnapshot := time.Now()
 	for {
 		select {
 		case <-e.stop:
@@ -223,6 +231,11 @@ func (e *engine) loop() {
 		}
 		now := e.now()
 		e.safely("evaluating alert rules", func() { e.rules.Evaluate(now) })
+		if c := e.cfg.Load(); c != nil && c.app.Snapshot > 0 && time.Since(lastSnapshot) >= time.Duration(c.app.Snapshot) {
+			lastSnapshot = time.Now()
+			storage := c.app.storage
+			go e.safely("saving a snapshot", func() { e.saveSnapshot(storage) })
+		}
 		e.safely("housekeeping", func() {
 			if now.Sub(lastSweep) >= time.Minute {
 				lastSweep = now
@@ -266,6 +279,14 @@ func (e *engine) Destruct() error {
 		if err := q.Close(ctx); err != nil {
 			e.logger.Warn("alert delivery did not finish before exit", "error", err)
 		}
+	}
+	// The final snapshot, with the deliveries' outcomes, only for an engine that ran:
+	// "caddy validate" must not overwrite a good snapshot with an empty one.
+	if c := e.cfg.Load(); started && c != nil {
+		for e.snapshotBusy.Load() {
+			time.Sleep(10 * time.Millisecond)
+		}
+		e.saveSnapshot(c.app.storage)
 	}
 	return nil
 }

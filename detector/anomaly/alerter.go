@@ -72,6 +72,11 @@ func NewAlerter(s Sensitivity, dir Direction) *Alerter {
 		HoldOff: HoldOff, Direction: dir}
 }
 
+// Resume puts the alerter in the firing state without a transition: for an alert known
+// to be firing from elsewhere (restored after a restart), so that it neither fires a
+// second time nor stays open forever.
+func (a *Alerter) Resume() { a.firing, a.quiet, a.since = true, 0, 1 }
+
 // Firing reports whether the alert is firing.
 func (a *Alerter) Firing() bool { return a.firing }
 

@@ -82,7 +82,11 @@ func (e *Engine) evaluateAnomaly(c *compiled, now time.Time, samples *sampler) (
 				c.overflow++
 				continue
 			}
-			st.groups[g.Group] = &anomalyGroup{det: anomaly.New(anomaly.Config{Kind: st.kind, Sensitivity: st.sens}), al: anomaly.NewAlerter(st.sens, st.dir)}
+			ag := &anomalyGroup{det: anomaly.New(anomaly.Config{Kind: st.kind, Sensitivity: st.sens}), al: anomaly.NewAlerter(st.sens, st.dir)}
+			if inst := c.instances[g.Group]; inst != nil && inst.state == alert.Firing {
+				ag.al.Resume() // firing before a restart: no second firing, and it can resolve
+			}
+			st.groups[g.Group] = ag
 			fresh[g.Group] = true
 		}
 	}
