@@ -30,6 +30,7 @@ type point struct {
 	bytesIn    uint64
 	bytesOut   uint64
 	latency    float64 // microseconds
+	endpoint   string  // for callers' top failing endpoints
 	failure    Failure
 	bin        sketch.Bin
 	callerHash uint64

@@ -65,6 +65,40 @@ type caller struct {
 	first, last, first2xx int64 // Unix seconds; first2xx 0 until the first success
 	hours                 []callerBucket
 	days                  []callerBucket
+	fails                 *topFailures // nil until the caller's first 4xx or 5xx
+}
+
+// TopFailures is how many (endpoint, status) pairs each caller's failing calls are kept
+// for, by the space-saving algorithm: the pairs that fail most are kept with counts that
+// may overstate a newcomer by at most the smallest count it replaced.
+const TopFailures = 4
+
+// topFailures counts a caller's most frequent failing (endpoint, status) pairs.
+type topFailures [TopFailures]Failing
+
+// Failing is an endpoint and status that a caller's calls failed with, and how often.
+type Failing struct {
+	Endpoint string `json:"endpoint"`
+	Status   int    `json:"status"`
+	Count    uint32 `json:"count"`
+}
+
+func (t *topFailures) add(endpoint string, status int) { t.addN(endpoint, status, 1) }
+
+func (t *topFailures) addN(endpoint string, status int, n uint32) {
+	minI := 0
+	for i := range t {
+		f := &t[i]
+		if f.Count > 0 && f.Endpoint == endpoint && f.Status == status {
+			f.Count += n
+			return
+		}
+		if f.Count < t[minI].Count {
+			minI = i
+		}
+	}
+	f := &t[minI]
+	*f = Failing{Endpoint: endpoint, Status: status, Count: f.Count + n}
 }
 
 // callerIndex keeps the compact history of every caller of one kind, bounded by max
@@ -121,6 +155,12 @@ func (x *callerIndex) record(id string, t int64, p *point) {
 	}
 	c.hours = addCallerBucket(c.hours, floorDiv(t, hourSecs), CallerHours, p)
 	c.days = addCallerBucket(c.days, floorDiv(t, daySecs), CallerDays, p)
+	if p.status >= 400 || p.status < 100 {
+		if c.fails == nil {
+			c.fails = new(topFailures)
+		}
+		c.fails.add(p.endpoint, p.status)
+	}
 	sh.mu.Unlock()
 }
 
@@ -152,6 +192,7 @@ func (x *callerIndex) insert(sh *callerShard, id string) int32 {
 	}
 	old := &sh.slab[i]
 	*old = caller{id: strings.Clone(id), hours: old.hours[:0], days: old.days[:0]}
+	// fails is dropped with the evicted caller (a new one starts without).
 	sh.m[old.id] = i
 	return i
 }

@@ -652,6 +652,9 @@ type CallerHistory struct {
 	// Hours and Days hold the counts per hour (7 days) and per day (35 days), oldest first.
 	Hours []CallerPeriod `json:"hours"`
 	Days  []CallerPeriod `json:"days"`
+	// TopFailing lists the endpoints and statuses the caller's failing calls (4xx, 5xx)
+	// got most, most frequent first (approximate: see TopFailures).
+	TopFailing []Failing `json:"top_failing"`
 }
 
 // CallerPeriod is one hour or day of a caller's history.
@@ -693,6 +696,24 @@ func (s *Store) Caller(dim Dim, id string) (CallerHistory, bool) {
 	}
 	for _, b := range c.days {
 		h.Days = append(h.Days, CallerPeriod{Start: time.Unix(int64(b.slot)*daySecs, 0).UTC(), CallerCounts: b.CallerCounts})
+	}
+	h.TopFailing = []Failing{}
+	if c.fails != nil {
+		for _, f := range c.fails {
+			if f.Count > 0 {
+				h.TopFailing = append(h.TopFailing, f)
+			}
+		}
+		sort.Slice(h.TopFailing, func(i, j int) bool {
+			a, b := h.TopFailing[i], h.TopFailing[j]
+			if a.Count != b.Count {
+				return a.Count > b.Count
+			}
+			if a.Endpoint != b.Endpoint {
+				return a.Endpoint < b.Endpoint
+			}
+			return a.Status < b.Status
+		})
 	}
 	return h, true
 }

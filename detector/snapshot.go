@@ -42,7 +42,8 @@ import (
 //	         AppendBinary encoding (versioned by the sketch package). 1xx-3xx calls are
 //	         calls - 4xx - 5xx.
 //	caller   string id; varint first, uvarint last-first, uvarint first2xx-first+1;
-//	         uvarint hours, hour buckets; uvarint days, day buckets
+//	         uvarint hours, hour buckets; uvarint days, day buckets; uvarint failing
+//	         pairs (at most TopFailures), each string endpoint, uvarint status, uvarint count
 //	counts   the slot: uvarint for the first, then uvarint gap (at least 1); uvarint
 //	         calls; uvarint mask of the non-zero fields that follow (4xx, 5xx, blocked,
 //	         limited), each a uvarint; OK is calls - 4xx - 5xx
@@ -389,7 +390,22 @@ func appendCaller(b []byte, c *caller) []byte {
 	b = appendString(b, c.id)
 	b = appendTimes(b, c.first, c.last, c.first2xx)
 	b = appendCallerBuckets(b, c.hours)
-	return appendCallerBuckets(b, c.days)
+	b = appendCallerBuckets(b, c.days)
+	var fails []Failing
+	if c.fails != nil {
+		for _, f := range c.fails {
+			if f.Count > 0 {
+				fails = append(fails, f)
+			}
+		}
+	}
+	b = binary.AppendUvarint(b, uint64(len(fails)))
+	for _, f := range fails {
+		b = appendString(b, f.Endpoint)
+		b = binary.AppendUvarint(b, uint64(f.Status))
+		b = binary.AppendUvarint(b, uint64(f.Count))
+	}
+	return b
 }
 
 func appendCallerBuckets(b []byte, bs []callerBucket) []byte {

@@ -553,6 +553,24 @@ func (d *snapDecoder) caller(c *caller) {
 	c.first, c.last, c.first2xx = d.times()
 	c.hours = d.callerBuckets("hour", CallerHours)
 	c.days = d.callerBuckets("day", CallerDays)
+	n := d.count("failing pairs")
+	if d.err == nil && n > TopFailures {
+		d.failf("%d failing pairs, more than %d", n, TopFailures)
+		return
+	}
+	for i := 0; i < n && d.err == nil; i++ {
+		if c.fails == nil {
+			c.fails = new(topFailures)
+		}
+		ep := d.string()
+		st := d.uvarint()
+		cnt := d.uvarint()
+		if d.err == nil && (st > 999 || cnt == 0 || cnt > math.MaxUint32) {
+			d.failf("failing pair %d: status %d, count %d", i, st, cnt)
+			return
+		}
+		c.fails[i] = Failing{Endpoint: ep, Status: int(st), Count: uint32(cnt)}
+	}
 }
 
 // callerBuckets decodes the hour or day buckets of a caller, trimmed to the n kept.

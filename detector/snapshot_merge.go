@@ -240,6 +240,16 @@ func (c *caller) merge(o *caller) {
 	mergeTimes(&c.first, &c.last, &c.first2xx, o.first, o.last, o.first2xx)
 	c.hours = mergeCallerBuckets(c.hours, o.hours, CallerHours)
 	c.days = mergeCallerBuckets(c.days, o.days, CallerDays)
+	if o.fails != nil {
+		if c.fails == nil {
+			c.fails = new(topFailures)
+		}
+		for _, f := range o.fails {
+			if f.Count > 0 {
+				c.fails.addN(f.Endpoint, f.Status, f.Count)
+			}
+		}
+	}
 }
 
 // mergeCallerBuckets merges two sorted bucket lists, keeping n slots back from the newest.

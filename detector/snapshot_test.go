@@ -80,6 +80,9 @@ func sameAnswers(t *testing.T, a, b *Store, calls []Call, now time.Time) {
 		for id := range m {
 			ha, oka := a.Caller(dim, id)
 			hb, okb := b.Caller(dim, id)
+			// The top failing pairs are approximate and depend on the order calls came in
+			// (TestTopFailures checks them).
+			ha.TopFailing, hb.TopFailing = nil, nil
 			if oka != okb || !reflect.DeepEqual(ha, hb) {
 				t.Errorf("Caller(%s, %q): %v %+v, want %v %+v", dim, id, okb, hb, oka, ha)
 			}
@@ -397,7 +400,7 @@ func TestSnapshotErrors(t *testing.T) {
 		{"truncated", snap[:len(snap)/2], fmt.Sprintf("at offset %d: record of", len(snap)/2)},
 		{"truncated record", snap[:len(snap)/2], "truncated: the snapshot ends here"},
 		{"trailing bytes", withChecksum(append(slices.Clone(snap), 0, 0, 0, 0)), fmt.Sprintf("checksum, at offset %d: bytes after the checksum", len(snap))},
-		{"meta record length", slices.Concat(snap[:recordAt], []byte{0xff, 0xff, 0x7f}, snap[recordAt+1:]), "section meta, record 0, at offset 47859: record of 2097151 bytes from offset 10: truncated"},
+		{"meta record length", slices.Concat(snap[:recordAt], []byte{0xff, 0xff, 0x7f}, snap[recordAt+1:]), fmt.Sprintf("section meta, record 0, at offset %d: record of 2097151 bytes from offset 10: truncated", len(snap)+2)},
 		{"long record, good checksum", withChecksum(longMeta), fmt.Sprintf("section meta, record 0, at offset %d: 1 bytes after the end of the record (the checksum matches: the snapshot was written wrong)", metaEnd)},
 		{"long record, bad checksum", longMeta, "1 bytes after the end of the record (and the checksum does not match: the snapshot is damaged)"},
 		{"section order", withChecksum(slices.Concat(snap[:recordAt-1], []byte{secRoute}, snap[recordAt:])), "section meta, at offset 9: section tag 2, want 1 (meta)"},
@@ -430,7 +433,7 @@ func TestSnapshotCoversEveryField(t *testing.T) {
 	for _, c := range []struct {
 		v      any
 		fields int
-	}{{bucket{}, 13 + numFailKinds - 4 /* appendBucket writes 4 failure kinds */}, {caller{}, 6}, {CallerCounts{}, 6}, {callerBucket{}, 2}, {Call{}, 17}, {Labels{}, 9}, {series{}, 8}} {
+	}{{bucket{}, 13 + numFailKinds - 4 /* appendBucket writes 4 failure kinds */}, {caller{}, 7}, {CallerCounts{}, 6}, {callerBucket{}, 2}, {Call{}, 17}, {Labels{}, 9}, {series{}, 8}} {
 		if n := reflect.TypeOf(c.v).NumField(); n != c.fields {
 			t.Errorf("%T has %d fields, the snapshot knows %d", c.v, n, c.fields)
 		}

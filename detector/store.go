@@ -219,6 +219,7 @@ func (s *Store) apply(c *Call) {
 		bytesOut: nonNeg(c.BytesOut),
 		latency:  float64(c.Latency) / float64(time.Microsecond),
 		failure:  c.Failure,
+		endpoint: c.Endpoint,
 	}
 	p.bin = sketch.BinOf(p.latency)
 	p.callerHash = callerHash(l.User, c)
