@@ -215,5 +215,3 @@ func (e *engine) saveSnapshot(storage certmagic.Storage) {
 	}
 	e.logger.Debug("vigil snapshot saved", "bytes", len(data), "took", time.Since(start))
 }
-
-
