@@ -44,3 +44,33 @@ func TestTopFailures(t *testing.T) {
 		t.Fatalf("after a snapshot %+v, want %+v", h2.TopFailing, h.TopFailing)
 	}
 }
+
+func TestCallerCounter(t *testing.T) {
+	s := New(Config{})
+	m, _ := (&Filter{Status: "400,404,405"}).Compile()
+	cc := s.CountCallers(DimUser, m)
+	end := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	for d := 0; d < 10; d++ {
+		at := end.Add(-time.Duration(d)*24*time.Hour - time.Hour)
+		for _, st := range []int{400, 404, 405, 401, 200, 400} {
+			s.Record(&Call{Time: at, Method: "GET", Endpoint: "/x", Status: st, User: "u-1"})
+		}
+	}
+	if got := cc.Count("u-1", 7*24*time.Hour, end).Calls; got != 4*7 {
+		t.Fatalf("400/404/405 over 7 days: %d, want 28", got)
+	}
+	if got := cc.Count("u-1", 30*24*time.Hour, end).Calls; got != 40 {
+		t.Fatalf("over 30 days: %d, want 40", got)
+	}
+	if got := s.CallerCount(DimUser, "u-1", 7*24*time.Hour, end).Calls; got != 42 {
+		t.Fatalf("all calls over 7 days: %d, want 42", got)
+	}
+	if got := cc.Count("nobody", 7*24*time.Hour, end).Calls; got != 0 {
+		t.Fatalf("unknown user: %d", got)
+	}
+	cc.Release()
+	s.Record(&Call{Time: end, Method: "GET", Endpoint: "/x", Status: 400, User: "u-1"})
+	if got := cc.Count("u-1", 7*24*time.Hour, end.Add(time.Minute)).Calls; got != 28 {
+		t.Fatalf("a released counter still counts: %d", got)
+	}
+}

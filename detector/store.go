@@ -64,6 +64,9 @@ type Store struct {
 	trackMu   sync.Mutex
 	tracked   map[trackKey]*trackedView
 	details   atomic.Pointer[[]*view]
+	// counters are the callers' filtered counters (CountCallers); trackMu guards the slice.
+	counters    []*CallerCounter
+	counterList atomic.Pointer[[]*CallerCounter]
 	recorded  atomic.Uint64
 	lastEpoch atomic.Int64 // newest call time seen, Unix seconds
 
@@ -233,6 +236,11 @@ func (s *Store) apply(c *Call) {
 	s.callers[0].record(l.User, t, &p)
 	s.callers[1].record(l.Company, t, &p)
 	s.callers[2].record(l.Key, t, &p)
+	if cs := s.counterList.Load(); cs != nil {
+		for _, cc := range *cs {
+			cc.record(c, &l, t, &p)
+		}
+	}
 	rc := *c
 	rc.User, rc.Company, rc.Key = l.User, l.Company, l.Key
 	s.recent.add(&rc)
