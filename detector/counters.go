@@ -1,6 +1,7 @@
 package detector
 
 import (
+	"fmt"
 	"sync"
 	"time"
 )
@@ -11,45 +12,134 @@ import (
 // judge behaviour over weeks without scanning calls. It counts from the moment it is
 // created; Release stops it. Bounded by MaxKeys callers, least recently seen evicted.
 type CallerCounter struct {
+	*counterCore
+	once sync.Once
+}
+
+// counterCore is shared by the counters of the same kind and filter.
+type counterCore struct {
 	store   *Store
 	kind    Dim
+	key     string // kind and filter, for sharing
 	matcher *Matcher
 	index   *callerIndex
-	once    sync.Once
+	refs    int // guarded by store.trackMu
 }
 
 // CountCallers starts counting the calls matching m (nil: all) per caller of kind.
+// Counters of the same kind and filter share their counts.
 func (s *Store) CountCallers(kind Dim, m *Matcher) *CallerCounter {
-	c := &CallerCounter{store: s, kind: kind, matcher: m, index: newCallerIndex(kind, s.cfg.MaxKeys)}
+	key := kind.String()
+	if m != nil {
+		f := m.Filter()
+		key += fmt.Sprintf("|%+v|%v|%v", f, boolPtr(f.Blocked), boolPtr(f.Limited))
+	}
 	s.trackMu.Lock()
+	defer s.trackMu.Unlock()
+	for _, c := range s.counters {
+		if c.key == key {
+			c.refs++
+			return &CallerCounter{counterCore: c}
+		}
+	}
+	c := &counterCore{store: s, kind: kind, key: key, matcher: m, index: newCallerIndex(kind, s.cfg.MaxKeys), refs: 1}
 	s.counters = append(s.counters, c)
 	s.publishCounters()
-	s.trackMu.Unlock()
-	return c
+	return &CallerCounter{counterCore: c}
 }
 
-// Release stops the counter.
+func boolPtr(b *bool) string {
+	if b == nil {
+		return "-"
+	}
+	return fmt.Sprint(*b)
+}
+
+// Release stops the counter (once its last sharer released it).
 func (c *CallerCounter) Release() {
 	c.once.Do(func() {
 		s := c.store
 		s.trackMu.Lock()
+		defer s.trackMu.Unlock()
+		c.refs--
+		if c.refs > 0 {
+			return
+		}
 		for i, o := range s.counters {
-			if o == c {
+			if o == c.counterCore {
 				s.counters = append(s.counters[:i:i], s.counters[i+1:]...)
 				break
 			}
 		}
 		s.publishCounters()
-		s.trackMu.Unlock()
 	})
 }
 
+// Shared identifies the counts this counter shares with others of the same kind and
+// filter (comparable: equal for sharers).
+func (c *CallerCounter) Shared() any { return c.counterCore }
+
+// EachCount calls fn with the counts over the window ending at end of every caller the
+// counter holds calls of in that window (callers with none are left out: their count is
+// zero), until fn returns false. fn runs under a lock: it must not call the store.
+func (c *CallerCounter) EachCount(window time.Duration, end time.Time, fn func(id string, n CallerCounts) bool) {
+	c.index.each(window, end, fn)
+}
+
+// EachCallerCount is EachCount over the caller history of kind (every call).
+func (s *Store) EachCallerCount(kind Dim, window time.Duration, end time.Time, fn func(id string, n CallerCounts) bool) {
+	switch kind {
+	case DimUser:
+		s.callers[0].each(window, end, fn)
+	case DimCompany:
+		s.callers[1].each(window, end, fn)
+	case DimKey:
+		s.callers[2].each(window, end, fn)
+	}
+}
+
+func (x *callerIndex) each(window time.Duration, end time.Time, fn func(id string, n CallerCounts) bool) {
+	secs, n := int64(hourSecs), int64(CallerHours)
+	if window > time.Duration(CallerHours)*time.Hour {
+		secs, n = daySecs, CallerDays
+	}
+	from, to := windowSlots(window, end, resolution{secs: secs, slots: n})
+	if to-from+1 > n {
+		from = to - n + 1
+	}
+	for i := range x.shards {
+		sh := &x.shards[i]
+		sh.mu.Lock()
+		for j := range sh.slab {
+			c := &sh.slab[j]
+			if c.id == "" || c.last < from*secs {
+				continue
+			}
+			bs := c.hours
+			if secs == daySecs {
+				bs = c.days
+			}
+			var sum CallerCounts
+			for k := len(bs) - 1; k >= 0 && int64(bs[k].slot) >= from; k-- {
+				if int64(bs[k].slot) <= to {
+					sum.merge(&bs[k].CallerCounts)
+				}
+			}
+			if sum.Calls > 0 && !fn(c.id, sum) {
+				sh.mu.Unlock()
+				return
+			}
+		}
+		sh.mu.Unlock()
+	}
+}
+
 func (s *Store) publishCounters() {
-	cs := append([]*CallerCounter(nil), s.counters...)
+	cs := append([]*counterCore(nil), s.counters...)
 	s.counterList.Store(&cs)
 }
 
-func (c *CallerCounter) record(cl *Call, l *Labels, t int64, p *point) {
+func (c *counterCore) record(cl *Call, l *Labels, t int64, p *point) {
 	if c.matcher != nil && !c.matcher.Match(l, c.matcher.Dims()) {
 		return
 	}
@@ -69,6 +159,12 @@ func (c *CallerCounter) record(cl *Call, l *Labels, t int64, p *point) {
 // for windows up to 7 days, daily ones beyond (the buckets overlapping the window).
 func (c *CallerCounter) Count(id string, window time.Duration, end time.Time) CallerCounts {
 	c.store.Flush()
+	return c.CountApplied(id, window, end)
+}
+
+// CountApplied is Count without applying buffered calls first: for loops over many
+// callers, after one Store.Flush.
+func (c *CallerCounter) CountApplied(id string, window time.Duration, end time.Time) CallerCounts {
 	return c.index.count(id, window, end)
 }
 
@@ -76,6 +172,11 @@ func (c *CallerCounter) Count(id string, window time.Duration, end time.Time) Ca
 // DimKey) over the window ending at end, from the caller history.
 func (s *Store) CallerCount(kind Dim, id string, window time.Duration, end time.Time) CallerCounts {
 	s.Flush()
+	return s.CallerCountApplied(kind, id, window, end)
+}
+
+// CallerCountApplied is CallerCount without applying buffered calls first.
+func (s *Store) CallerCountApplied(kind Dim, id string, window time.Duration, end time.Time) CallerCounts {
 	switch kind {
 	case DimUser:
 		return s.callers[0].count(id, window, end)
@@ -115,4 +216,56 @@ func (x *callerIndex) count(id string, window time.Duration, end time.Time) Call
 		}
 	}
 	return sum
+}
+
+// EachCaller calls fn with every caller of kind the history holds (its id, first call,
+// last call and first success in Unix seconds, first2xx 0 when none), until fn returns
+// false. fn runs under a shard's lock: it must not call the store.
+func (s *Store) EachCaller(kind Dim, fn func(id string, first, last, first2xx int64) bool) {
+	s.Flush()
+	var x *callerIndex
+	switch kind {
+	case DimUser:
+		x = s.callers[0]
+	case DimCompany:
+		x = s.callers[1]
+	case DimKey:
+		x = s.callers[2]
+	default:
+		return
+	}
+	for i := range x.shards {
+		sh := &x.shards[i]
+		sh.mu.Lock()
+		for j := range sh.slab {
+			c := &sh.slab[j]
+			if c.id != "" && !fn(c.id, c.first, c.last, c.first2xx) {
+				sh.mu.Unlock()
+				return
+			}
+		}
+		sh.mu.Unlock()
+	}
+}
+
+// FirstCalls returns a caller's first call and first success (Unix seconds, 0 when
+// none), cheaply: for time to first hello world.
+func (s *Store) FirstCalls(kind Dim, id string) (first, first2xx int64, ok bool) {
+	var x *callerIndex
+	switch kind {
+	case DimUser:
+		x = s.callers[0]
+	case DimCompany:
+		x = s.callers[1]
+	default:
+		x = s.callers[2]
+	}
+	sh := x.shard(id)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	i, found := sh.m[id]
+	if !found {
+		return 0, 0, false
+	}
+	return sh.slab[i].first, sh.slab[i].first2xx, true
 }

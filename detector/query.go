@@ -667,6 +667,11 @@ type CallerPeriod struct {
 // DimKey).
 func (s *Store) Caller(dim Dim, id string) (CallerHistory, bool) {
 	s.Flush()
+	return s.CallerApplied(dim, id)
+}
+
+// CallerApplied is Caller without applying buffered calls first.
+func (s *Store) CallerApplied(dim Dim, id string) (CallerHistory, bool) {
 	var x *callerIndex
 	switch dim {
 	case DimUser:

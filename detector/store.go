@@ -57,18 +57,18 @@ var routeResolutions = []resolution{
 
 // Store records calls into time buckets. Create it with New.
 type Store struct {
-	cfg       Config
-	route     *view
-	callers   [3]*callerIndex // user, company, key
-	recent    *recentRing
-	trackMu   sync.Mutex
-	tracked   map[trackKey]*trackedView
-	details   atomic.Pointer[[]*view]
+	cfg     Config
+	route   *view
+	callers [3]*callerIndex // user, company, key
+	recent  *recentRing
+	trackMu sync.Mutex
+	tracked map[trackKey]*trackedView
+	details atomic.Pointer[[]*view]
 	// counters are the callers' filtered counters (CountCallers); trackMu guards the slice.
-	counters    []*CallerCounter
-	counterList atomic.Pointer[[]*CallerCounter]
-	recorded  atomic.Uint64
-	lastEpoch atomic.Int64 // newest call time seen, Unix seconds
+	counters    []*counterCore
+	counterList atomic.Pointer[[]*counterCore]
+	recorded    atomic.Uint64
+	lastEpoch   atomic.Int64 // newest call time seen, Unix seconds
 
 	intake  [intakeShards]intakeShard
 	spare   [intakeShards][]Call

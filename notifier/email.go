@@ -87,6 +87,23 @@ func (e *Email) Send(ctx context.Context, b alert.Batch) error {
 	if len(b.Events) == 0 {
 		return errEmptyBatch
 	}
+	// Behavioral e-mails to API users: each event carries its own rendered message.
+	var alerts []alert.Event
+	for i := range b.Events {
+		ev := &b.Events[i]
+		if ev.Email == nil {
+			alerts = append(alerts, *ev)
+			continue
+		}
+		m := Message{To: ev.Email.To, Cc: ev.Email.Cc, Bcc: ev.Email.Bcc, Subject: ev.Email.Subject, Text: ev.Email.Text, HTML: ev.Email.HTML}
+		if err := e.SendMail(ctx, m); err != nil {
+			return err
+		}
+	}
+	if len(alerts) == 0 {
+		return nil
+	}
+	b.Events = alerts
 	m, err := emailMessage(&b, e.externalURL)
 	if err != nil {
 		return Permanent(fmt.Errorf("email %q: rendering the message: %w", e.name, err))

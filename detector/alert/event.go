@@ -94,6 +94,19 @@ type Event struct {
 	Incident string `json:"incident,omitempty"`
 	// Recipient, for cohort e-mails to API users, is the address the e-mail goes to.
 	Recipient string `json:"recipient,omitempty"`
+	// Email, for cohort e-mails to API users, is the rendered message an email channel
+	// sends instead of an alert summary.
+	Email *Email `json:"email,omitempty"`
+}
+
+// Email is a message to an API user (a behavioral e-mail of a cohort rule).
+type Email struct {
+	To      []string `json:"to"`
+	Cc      []string `json:"cc,omitempty"`
+	Bcc     []string `json:"bcc,omitempty"`
+	Subject string   `json:"subject"`
+	Text    string   `json:"text"`
+	HTML    string   `json:"html,omitempty"`
 }
 
 // Sample is one recorded call shown with an event.

@@ -164,6 +164,9 @@ func (e *Engine) SetRules(rs []Rule, now time.Time) error {
 	var next []*compiled
 	var events []alert.Event
 	for _, r := range rs {
+		if r.Type == TypeCohort {
+			continue // evaluated by package cohort
+		}
 		if c, ok := old[r.ID]; ok && c.fp == r.Fingerprint() {
 			c.rule = r // notify, playbook, name may change without losing state
 			next = append(next, c)

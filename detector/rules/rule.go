@@ -104,6 +104,54 @@ type Rule struct {
 	Sensitivity string `json:"sensitivity,omitempty"`
 	// Direction (anomaly rules) is up, down or both (default).
 	Direction string `json:"direction,omitempty"`
+
+	// Entity (cohort rules) is what the cohort is made of: user (default) or company.
+	Entity string `json:"entity,omitempty"`
+	// Match (cohort rules) selects members by who they are, from the user registry:
+	// created_after and created_before (a relative time such as -28d, or RFC 3339), plan,
+	// company, attributes.NAME (equality), ttfhw_over and ttfhw_under (a duration: the
+	// time from sign-up, or first call, to the first successful call; a user with no
+	// success yet counts the time so far).
+	Match map[string]string `json:"match,omitempty"`
+	// Behavior (cohort rules) selects members by what they did over a window.
+	Behavior *Behavior `json:"behavior,omitempty"`
+	// EmailUser (cohort rules, entity user) e-mails each member as it enters.
+	EmailUser *EmailUser `json:"email_user,omitempty"`
+	// Repeat (cohort rules) is "never" (default: act once per member, ever) or a duration:
+	// a member that leaves and enters again is acted on again once this long has passed.
+	Repeat string `json:"repeat,omitempty"`
+}
+
+// Behavior is a cohort rule's condition on what a member did.
+type Behavior struct {
+	// Metric is count (the only one for now): the member's calls matching Filter.
+	Metric string `json:"metric,omitempty"`
+	// Filter selects the calls counted (status and endpoint are the useful ones).
+	Filter detector.Filter `json:"filter,omitzero"`
+	// Window is how far back calls are counted (up to 35d; beyond 7d counted by day).
+	Window Duration `json:"window"`
+	// AtLeast and AtMost bound the count; "at_most": 0 with no filter is "never called".
+	AtLeast *int64 `json:"at_least,omitempty"`
+	AtMost  *int64 `json:"at_most,omitempty"`
+}
+
+// EmailUser is the e-mail a cohort rule sends each member as it enters.
+type EmailUser struct {
+	// Channel names an email channel of the configuration.
+	Channel string `json:"channel"`
+	// Template is the plain-text body: a Go text/template, inline or the path of a file
+	// (a value without "{{" that names an existing file). Its data: .User (ID, Email,
+	// Name, Company, Plan, CreatedAt, Attributes), .Figures (Calls, Errors4xx, Errors5xx,
+	// TopEndpoint, TopStatus, TopFailing, FirstCall, FirstSuccess, TTFHW) and .Rule (ID,
+	// Name).
+	Template string `json:"template,omitempty"`
+	// HTMLTemplate is the HTML body (html/template, inline or a file); optional.
+	HTMLTemplate string `json:"html_template,omitempty"`
+	// Subject, Cc and Bcc may hold {user.FIELD} and {user.attributes.NAME} placeholders
+	// (for example the account's solutions engineer in Bcc).
+	Subject string `json:"subject"`
+	Cc      string `json:"cc,omitempty"`
+	Bcc     string `json:"bcc,omitempty"`
 }
 
 // IsEnabled reports whether the rule is on.
@@ -145,6 +193,12 @@ func (r *Rule) Normalize() {
 	}
 	if r.Severity == "" {
 		r.Severity = alert.SeverityWarning
+		if r.Type == TypeCohort {
+			r.Severity = alert.SeverityInfo
+		}
+	}
+	if r.Type == TypeCohort && r.Entity == "" {
+		r.Entity = "user"
 	}
 	if r.Filter.Method != "" {
 		r.Filter.Method = strings.ToUpper(r.Filter.Method)
@@ -182,7 +236,7 @@ func (r *Rule) Validate() error {
 	case TypeAnomaly:
 		return r.validateAnomaly()
 	case TypeCohort:
-		return fieldErr("type", "cohort rules are not supported yet")
+		return r.validateCohort()
 	default:
 		return fieldErr("type", "%q: want static, anomaly or cohort", r.Type)
 	}
@@ -311,6 +365,114 @@ func (r *Rule) validateAbsent() error {
 		return fieldErr("sensitivity", "only for anomaly rules")
 	}
 	return nil
+}
+
+// cohortMatchKeys are the keys Match accepts (besides attributes.NAME).
+var cohortMatchKeys = map[string]bool{"created_after": true, "created_before": true, "plan": true, "company": true, "ttfhw_over": true, "ttfhw_under": true}
+
+func (r *Rule) validateCohort() error {
+	if r.Entity == "" {
+		r.Entity = "user"
+	}
+	if r.Entity != "user" && r.Entity != "company" {
+		return fieldErr("entity", "%q: want user or company", r.Entity)
+	}
+	if r.Metric != "" || r.Threshold != nil || r.Comparator != "" || r.Window != 0 || r.For != 0 || len(r.GroupBy) > 0 {
+		return fieldErr("metric", "cohort rules take match and behavior, not metric, threshold, window, for or group_by")
+	}
+	if r.Filter.Dims() != 0 {
+		return fieldErr("filter", "cohort rules filter calls in behavior.filter")
+	}
+	if len(r.Match) == 0 && r.Behavior == nil {
+		return fieldErr("match", "a cohort needs match or behavior (or both)")
+	}
+	for k, v := range r.Match {
+		field := "match." + k
+		switch {
+		case strings.HasPrefix(k, "attributes.") && len(k) > len("attributes."):
+		case !cohortMatchKeys[k]:
+			return fieldErr(field, "unknown condition (want created_after, created_before, plan, company, attributes.NAME, ttfhw_over or ttfhw_under)")
+		case k == "created_after" || k == "created_before":
+			if _, err := ParseRelativeTime(v, time.Now()); err != nil {
+				return fieldErr(field, "%v", err)
+			}
+		case k == "ttfhw_over" || k == "ttfhw_under":
+			if d, err := ParseDuration(v); err != nil || d <= 0 {
+				return fieldErr(field, "%q is not a positive duration", v)
+			}
+		}
+		if r.Entity == "company" && k != "created_after" && k != "created_before" && !strings.HasPrefix(k, "attributes.") && k != "plan" {
+			if k == "company" || k == "ttfhw_over" || k == "ttfhw_under" {
+				return fieldErr(field, "not a condition on companies")
+			}
+		}
+	}
+	if b := r.Behavior; b != nil {
+		if b.Metric == "" {
+			b.Metric = MetricCount
+		}
+		if b.Metric != MetricCount {
+			return fieldErr("behavior.metric", "%q: want count", b.Metric)
+		}
+		if _, err := b.Filter.Compile(); err != nil {
+			var fe *detector.FieldError
+			if errors.As(err, &fe) {
+				return fieldErr("behavior.filter."+fe.Field, "%v", fe.Err)
+			}
+			return fieldErr("behavior.filter", "%v", err)
+		}
+		if b.Filter.User != "" || b.Filter.Company != "" || b.Filter.Key != "" {
+			return fieldErr("behavior.filter", "a cohort counts each member's own calls: no user, company or key filter")
+		}
+		if b.Window <= 0 || time.Duration(b.Window) > 35*24*time.Hour {
+			return fieldErr("behavior.window", "want a duration up to 35d")
+		}
+		if (b.AtLeast == nil) == (b.AtMost == nil) {
+			return fieldErr("behavior.at_least", "give exactly one of at_least and at_most")
+		}
+		if (b.AtLeast != nil && *b.AtLeast < 0) || (b.AtMost != nil && *b.AtMost < 0) {
+			return fieldErr("behavior.at_least", "must not be negative")
+		}
+	}
+	if e := r.EmailUser; e != nil {
+		if r.Entity != "user" {
+			return fieldErr("email_user", "only for cohorts of users")
+		}
+		if e.Channel == "" {
+			return fieldErr("email_user.channel", "required: an email channel")
+		}
+		if e.Template == "" && e.HTMLTemplate == "" {
+			return fieldErr("email_user.template", "required: a text template (or html_template)")
+		}
+		if strings.TrimSpace(e.Subject) == "" {
+			return fieldErr("email_user.subject", "required")
+		}
+	}
+	if r.Repeat != "" && r.Repeat != "never" {
+		if d, err := ParseDuration(r.Repeat); err != nil || d <= 0 {
+			return fieldErr("repeat", "%q: want never or a positive duration", r.Repeat)
+		}
+	}
+	if r.Sensitivity != "" || r.Direction != "" || !r.Throttle.IsZero() {
+		return fieldErr("repeat", "cohort rules take repeat, not throttle, sensitivity or direction")
+	}
+	return nil
+}
+
+// ParseRelativeTime reads -28d, -7d, -12h (before now) or an RFC 3339 time.
+func ParseRelativeTime(v string, now time.Time) (time.Time, error) {
+	if strings.HasPrefix(v, "-") {
+		d, err := ParseDuration(v[1:])
+		if err != nil {
+			return time.Time{}, fmt.Errorf("%q: want -28d, -12h or an RFC 3339 time", v)
+		}
+		return now.Add(-d), nil
+	}
+	t, err := time.Parse(time.RFC3339, v)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%q: want -28d, -12h or an RFC 3339 time", v)
+	}
+	return t, nil
 }
 
 func (r *Rule) validateAnomaly() error {
