@@ -146,6 +146,11 @@ func checkChannels(e *engine, rule rules.Rule) error {
 			return badRequest(fmt.Sprintf("notify[%d]", i), "notify[%d]: no channel named %q in the configuration", i, n)
 		}
 	}
+	if cfg != nil {
+		if err := cfg.app.checkEmailUser(&rule); err != nil {
+			return badRequest("email_user.channel", "%v", err)
+		}
+	}
 	return nil
 }
 
@@ -258,8 +263,7 @@ func (e *engine) changeAPIRules(change func([]rules.Rule) ([]rules.Rule, error))
 	if err != nil {
 		return nil, err
 	}
-	eff, _ := effectiveRules(cfg.app.Alerts, next, cfg.app.channelNames())
-	if err := e.rules.SetRules(eff, e.now()); err != nil {
+	if err := e.applyRules(cfg.app, next); err != nil {
 		return nil, fmt.Errorf("the rules were saved but not applied: %w", err)
 	}
 	return next, nil

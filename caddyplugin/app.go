@@ -11,6 +11,7 @@ import (
 	"github.com/caddyserver/certmagic"
 
 	"github.com/vigilgw/vigil/detector"
+	"github.com/vigilgw/vigil/detector/cohort"
 	"github.com/vigilgw/vigil/detector/rules"
 	"github.com/vigilgw/vigil/notifier"
 )
@@ -61,6 +62,9 @@ type App struct {
 	// within 5m.
 	Correlate *Correlate `json:"correlate,omitempty"`
 
+	// CohortInterval is how often cohort membership is evaluated. Default 1m.
+	CohortInterval caddy.Duration `json:"cohort_interval,omitempty"`
+
 	// EventHistory is how many alert events are kept for the events API. Default 1000.
 	EventHistory int `json:"event_history,omitempty"`
 
@@ -82,6 +86,14 @@ type App struct {
 	handlers *handlerSet
 	channels []notifier.Channel
 	storage  certmagic.Storage
+}
+
+// cohortInterval returns how often cohorts are evaluated.
+func (a *App) cohortInterval() time.Duration {
+	if a.CohortInterval > 0 {
+		return time.Duration(a.CohortInterval)
+	}
+	return cohort.Interval
 }
 
 // channelNames returns the names of the configured channels.
@@ -123,6 +135,22 @@ func (c *Correlate) correlation() (rules.Correlation, error) {
 		return out, fmt.Errorf("correlate.window: must not be negative")
 	}
 	return out, nil
+}
+
+// checkEmailUser checks that a cohort rule's email_user names an email channel.
+func (a *App) checkEmailUser(r *rules.Rule) error {
+	if r.EmailUser == nil {
+		return nil
+	}
+	for _, c := range a.Channels {
+		if c.Name == r.EmailUser.Channel {
+			if c.Type != notifier.TypeEmail {
+				return fmt.Errorf("email_user.channel: %q is a %s channel, not email", c.Name, c.Type)
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("email_user.channel: no channel named %q", r.EmailUser.Channel)
 }
 
 // handlerSet collects the vigil handlers of one config generation as they are
@@ -204,6 +232,8 @@ func (a *App) Validate() error {
 		return fmt.Errorf("recent_calls: must not be negative")
 	case a.Snapshot < 0:
 		return fmt.Errorf("snapshot: must not be negative")
+	case a.CohortInterval < 0:
+		return fmt.Errorf("cohort_interval: must not be negative")
 	case a.EventHistory < 0:
 		return fmt.Errorf("event_history: must not be negative")
 	}
@@ -237,6 +267,9 @@ func (a *App) Validate() error {
 			if !channels[n] {
 				return fmt.Errorf("alerts[%d].notify[%d]: no channel named %q", i, j, n)
 			}
+		}
+		if err := a.checkEmailUser(r); err != nil {
+			return fmt.Errorf("alerts[%d].%w", i, err)
 		}
 	}
 	return nil

@@ -34,6 +34,7 @@ func init() {
 //		snapshot     <duration>
 //		test_clock
 //		event_history <n>
+//		cohort_interval <duration>
 //		external_url  <url>
 //		correlate     upstream|company|user|key|endpoint... [window <duration>] | off
 //		channel <name> <type> [<url or key>] [{ ... }]   (see parseChannel)
@@ -63,7 +64,7 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		opt := d.Val()
 		switch opt {
-		case "tick", "max_series", "max_keys", "recent_calls", "snapshot", "test_clock", "event_history", "external_url":
+		case "tick", "max_series", "max_keys", "recent_calls", "snapshot", "test_clock", "event_history", "external_url", "cohort_interval":
 			if seen[opt] {
 				return d.Errf("%s given twice", opt)
 			}
@@ -82,6 +83,12 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			a.Snapshot = dur
+		case "cohort_interval":
+			dur, err := durationArg(d)
+			if err != nil {
+				return err
+			}
+			a.CohortInterval = dur
 		case "max_series":
 			n, err := positiveIntArg(d)
 			if err != nil {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"github.com/vigilgw/vigil/caddyplugin/cli"
 	"github.com/vigilgw/vigil/detector/alert"
 	"github.com/vigilgw/vigil/detector/anomaly"
+	"github.com/vigilgw/vigil/detector/cohort"
 )
 
 func init() {
@@ -49,6 +51,7 @@ is used, else localhost:2019, as for "caddy stop". They print a table, or with
 				}
 				return cmd.Help()
 			}
+			cmd.AddCommand(usersCommand())
 			cmd.AddCommand(alertsCommand(), eventsCommand(), blockCommand(), unblockCommand(),
 				blocklistCommand(), upstreamsCommand(), testChannelCommand(), replayCommand())
 		},
@@ -388,4 +391,36 @@ func replayOptions(fl caddycmd.Flags) (anomaly.ReplayOptions, error) {
 		return opts, fmt.Errorf("--direction: %w", err)
 	}
 	return opts, nil
+}
+
+// usersImportBatch is how many users one PUT /vigil/users carries.
+const usersImportBatch = 5000
+
+func usersCommand() *cobra.Command {
+	users := &cobra.Command{Use: "users", Short: "Manages the user registry (import)"}
+	users.AddCommand(apiSubcommand("import FILE.csv", "Imports users from a CSV file into the user registry", `
+Reads a CSV file with a header row (id required; email, name, company, created_at as
+RFC 3339 or YYYY-MM-DD, plan; any other column is an attribute) and upserts the users
+through PUT /vigil/users, in batches. The whole file is checked first: an error names
+its line and column, and nothing is imported.
+`, cobra.ExactArgs(1), func(a *apiCall, fl caddycmd.Flags) error {
+		f, err := os.Open(fl.Arg(0))
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		list, err := cohort.ParseCSV(f)
+		if err != nil {
+			return fmt.Errorf("%s: %v", fl.Arg(0), err)
+		}
+		for i := 0; i < len(list); i += usersImportBatch {
+			batch := list[i:min(i+usersImportBatch, len(list))]
+			if _, err := a.client.Call(context.Background(), http.MethodPut, "/vigil/users", nil, batch); err != nil {
+				return fmt.Errorf("users %d to %d: %w", i+1, i+len(batch), err)
+			}
+		}
+		_, err = fmt.Fprintf(a.out, "imported %d users from %s\n", len(list), fl.Arg(0))
+		return err
+	}))
+	return users
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/vigilgw/vigil/caddyplugin/limit"
 	"github.com/vigilgw/vigil/caddyplugin/metrics"
 	"github.com/vigilgw/vigil/detector"
+	"github.com/vigilgw/vigil/detector/cohort"
 	"github.com/vigilgw/vigil/detector/rules"
 	"github.com/vigilgw/vigil/notifier"
 )
@@ -40,6 +41,8 @@ type engine struct {
 	endpoints *endpoint.Table
 	keys      keyIDs
 	rules     *rules.Engine
+	registry  *cohort.Registry
+	cohorts   *cohort.Engine
 	api       apiRules   // rules created through the admin API
 	applyMu   sync.Mutex // serialises rule-set changes (config starts, API edits)
 	metrics   *metrics.Registry
@@ -60,8 +63,9 @@ type engine struct {
 
 	// pending is what a snapshot restores at the first start; snapshotBusy guards against
 	// overlapping writes.
-	pending      *pendingRestore
-	snapshotBusy atomic.Bool
+	pending        *pendingRestore
+	pendingCohorts *cohort.State
+	snapshotBusy   atomic.Bool
 
 	loopMu  sync.Mutex
 	stop    chan struct{} // closed to stop the loop
@@ -89,6 +93,9 @@ func newEngine(app *App, logger *slog.Logger) *engine {
 		logger:    logger,
 	}
 	e.rules = rules.NewEngine(e.store, rules.Options{History: app.EventHistory, Logger: logger})
+	e.registry = cohort.NewRegistry(app.MaxKeys)
+	e.cohorts = cohort.NewEngine(e.store, e.registry, e.rules.History(), logger)
+	e.loadRegistry(app.storage)
 	e.metrics = metrics.New(metrics.Options{MaxEndpoints: min(app.MaxSeries, 500)})
 	e.metrics.SetScrapeHook(e.reportMetrics)
 	e.restoreSnapshot(app.storage)
@@ -130,6 +137,7 @@ func (e *engine) apply(a *App, channels []notifier.Channel) error {
 		}
 		e.queue = q
 		e.rules.SetNotifier(q)
+		e.cohorts.SetNotifier(q)
 	} else if err := e.queue.Update(channels); err != nil {
 		e.queueMu.Unlock()
 		return fmt.Errorf("updating alert channels: %w", err)
@@ -149,8 +157,17 @@ func (e *engine) apply(a *App, channels []notifier.Channel) error {
 func (e *engine) setRules(a *App) error {
 	e.applyMu.Lock()
 	defer e.applyMu.Unlock()
-	eff, _ := effectiveRules(a.Alerts, e.api.list(), a.channelNames())
-	return e.rules.SetRules(eff, e.now())
+	return e.applyRules(a, e.api.list())
+}
+
+// applyRules hands the rule and cohort engines the configuration's rules and the given
+// API rules; applyMu held.
+func (e *engine) applyRules(a *App, api []rules.Rule) error {
+	eff, _ := effectiveRules(a.Alerts, api, a.channelNames())
+	if err := e.rules.SetRules(eff, e.now()); err != nil {
+		return err
+	}
+	return e.cohorts.SetRules(eff)
 }
 
 // now is the engine's clock: the wall clock, shifted when a test has set the clock.
@@ -217,7 +234,7 @@ func (e *engine) loop() {
 	}
 	t := time.NewTicker(tick)
 	defer t.Stop()
-	var lastSweep time.Time
+	var lastSweep, lastCohorts time.Time
 	lastSnapshot := time.Now()
 	for {
 		select {
@@ -231,6 +248,10 @@ func (e *engine) loop() {
 		}
 		now := e.now()
 		e.safely("evaluating alert rules", func() { e.rules.Evaluate(now) })
+		if c := e.cfg.Load(); c != nil && now.Sub(lastCohorts) >= c.app.cohortInterval() {
+			lastCohorts = now
+			e.safely("evaluating cohorts", func() { e.cohorts.Evaluate(now) })
+		}
 		if c := e.cfg.Load(); c != nil && c.app.Snapshot > 0 && time.Since(lastSnapshot) >= time.Duration(c.app.Snapshot) {
 			lastSnapshot = time.Now()
 			storage := c.app.storage

@@ -20,6 +20,7 @@ import (
 	"github.com/vigilgw/vigil/caddyplugin/blocklist"
 	"github.com/vigilgw/vigil/caddyplugin/limit"
 	"github.com/vigilgw/vigil/detector/alert"
+	"github.com/vigilgw/vigil/detector/cohort"
 	"github.com/vigilgw/vigil/detector/rules"
 )
 
@@ -184,6 +185,10 @@ func (e *engine) restoreSnapshot(storage certmagic.Storage) {
 // set: an instance firing before the restart stays firing (no second notification) and
 // resolves, notified, if its condition cleared meanwhile.
 func (e *engine) applyPending() {
+	if st := e.pendingCohorts; st != nil {
+		e.pendingCohorts = nil
+		e.cohorts.Restore(*st)
+	}
 	p := e.pending
 	if p == nil {
 		return
@@ -213,5 +218,64 @@ func (e *engine) saveSnapshot(storage certmagic.Storage) {
 		e.logger.Error("saving the vigil snapshot", "error", err)
 		return
 	}
+	e.saveRegistry(storage)
 	e.logger.Debug("vigil snapshot saved", "bytes", len(data), "took", time.Since(start))
+}
+
+// The user registry and the cohorts' memory (members, whom they e-mailed, the opt-out
+// list) live under keys of their own, written with each snapshot (the registry only when
+// it changed) and read when the engine is created.
+const (
+	usersKey   = "vigil/users.json"
+	cohortsKey = "vigil/cohorts.json"
+)
+
+// loadRegistry reads the saved user registry, and keeps the cohorts' state for the first
+// start.
+func (e *engine) loadRegistry(storage certmagic.Storage) {
+	if storage == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), snapshotTimeout)
+	defer cancel()
+	if data, err := storage.Load(ctx, usersKey); err == nil {
+		if err := e.registry.Load(data); err != nil {
+			e.logger.Error("the saved user registry is unreadable; starting without it", "key", usersKey, "error", err)
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		e.logger.Error("could not read the user registry", "key", usersKey, "error", err)
+	}
+	if data, err := storage.Load(ctx, cohortsKey); err == nil {
+		var st cohort.State
+		if err := json.Unmarshal(data, &st); err != nil {
+			e.logger.Error("the saved cohort state is unreadable; starting without it", "key", cohortsKey, "error", err)
+		} else {
+			e.pendingCohorts = &st
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		e.logger.Error("could not read the cohort state", "key", cohortsKey, "error", err)
+	}
+}
+
+// saveRegistry writes the registry (when it changed) and the cohorts' state.
+func (e *engine) saveRegistry(storage certmagic.Storage) {
+	ctx, cancel := context.WithTimeout(context.Background(), snapshotTimeout)
+	defer cancel()
+	if e.registry.TakeDirty() {
+		data, err := e.registry.MarshalJSON()
+		if err == nil {
+			err = storage.Store(ctx, usersKey, data)
+		}
+		if err != nil {
+			e.registry.MarkDirty() // try again next time
+			e.logger.Error("saving the user registry", "error", err)
+		}
+	}
+	data, err := json.Marshal(e.cohorts.State())
+	if err == nil {
+		err = storage.Store(ctx, cohortsKey, data)
+	}
+	if err != nil {
+		e.logger.Error("saving the cohort state", "error", err)
+	}
 }

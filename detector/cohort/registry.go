@@ -224,6 +224,13 @@ func (r *Registry) Load(data []byte) error {
 	return nil
 }
 
+// MarkDirty marks the registry as changed (a save failed: try again).
+func (r *Registry) MarkDirty() {
+	r.mu.Lock()
+	r.dirty = true
+	r.mu.Unlock()
+}
+
 // TakeDirty reports whether the registry changed since the last call, and clears it.
 func (r *Registry) TakeDirty() bool {
 	r.mu.Lock()
