@@ -131,7 +131,7 @@ func TestAdminRulesAPI(t *testing.T) {
 	code, body = c.Admin(t, "PUT", "/vigil/alerts/config-5xx", map[string]any{"name": "config 5xx", "metric": "count", "threshold": 1})
 	expectError(t, "PUT a config rule", code, body, 409, "id")
 	code, body = c.Admin(t, "GET", "/vigil/alerts/api-404s", nil)
-	if !strings.Contains(string(body), `"threshold": 100`) {
+	if code != 200 || !strings.Contains(string(body), `"threshold": 100`) {
 		t.Fatalf("a bad PUT changed the rule: %s", body)
 	}
 	if code, body := c.Admin(t, "PATCH", "/vigil/alerts/api-404s", "{}"); code != 405 {

@@ -260,7 +260,7 @@ func TestBehavioralEmails(t *testing.T) {
 		t.Fatalf("user %d %s", code, body)
 	}
 	code, body = c.Admin(t, "GET", "/vigil/users/u-new", nil)
-	if !strings.Contains(string(body), `"ttfhw_done": true`) {
+	if code != 200 || !strings.Contains(string(body), `"ttfhw_done": true`) {
 		t.Fatalf("u-new's first hello world: %s", body)
 	}
 
