@@ -88,25 +88,57 @@ func (c *CallerCounter) EachCount(window time.Duration, end time.Time, fn func(i
 
 // EachCallerCount is EachCount over the caller history of kind (every call).
 func (s *Store) EachCallerCount(kind Dim, window time.Duration, end time.Time, fn func(id string, n CallerCounts) bool) {
-	switch kind {
-	case DimUser:
-		s.callers[0].each(window, end, fn)
-	case DimCompany:
-		s.callers[1].each(window, end, fn)
-	case DimKey:
-		s.callers[2].each(window, end, fn)
+	if x := s.callerIndexOf(kind); x != nil {
+		x.each(window, end, fn)
 	}
 }
 
-func (x *callerIndex) each(window time.Duration, end time.Time, fn func(id string, n CallerCounts) bool) {
+// callerSpan returns the bucket size (an hour, or a day for windows longer than the
+// hourly history) and the slots, inclusive, that cover window ending at end.
+func callerSpan(window time.Duration, end time.Time) (secs, from, to int64) {
 	secs, n := int64(hourSecs), int64(CallerHours)
 	if window > time.Duration(CallerHours)*time.Hour {
 		secs, n = daySecs, CallerDays
 	}
-	from, to := windowSlots(window, end, resolution{secs: secs, slots: n})
+	from, to = windowSlots(window, end, resolution{secs: secs, slots: n})
 	if to-from+1 > n {
 		from = to - n + 1
 	}
+	return secs, from, to
+}
+
+// sum returns the caller's counts over the slots from..to of the hourly (secs an
+// hour) or daily history.
+func (c *caller) sum(secs, from, to int64) CallerCounts {
+	bs := c.hours
+	if secs == daySecs {
+		bs = c.days
+	}
+	var sum CallerCounts
+	for k := len(bs) - 1; k >= 0 && int64(bs[k].slot) >= from; k-- {
+		if int64(bs[k].slot) <= to {
+			sum.merge(&bs[k].CallerCounts)
+		}
+	}
+	return sum
+}
+
+// callerIndexOf returns the caller history of kind (user, company or key); nil for any
+// other dimension.
+func (s *Store) callerIndexOf(kind Dim) *callerIndex {
+	switch kind {
+	case DimUser:
+		return s.callers[0]
+	case DimCompany:
+		return s.callers[1]
+	case DimKey:
+		return s.callers[2]
+	}
+	return nil
+}
+
+func (x *callerIndex) each(window time.Duration, end time.Time, fn func(id string, n CallerCounts) bool) {
+	secs, from, to := callerSpan(window, end)
 	for i := range x.shards {
 		sh := &x.shards[i]
 		sh.mu.Lock()
@@ -115,16 +147,7 @@ func (x *callerIndex) each(window time.Duration, end time.Time, fn func(id strin
 			if c.id == "" || c.last < from*secs {
 				continue
 			}
-			bs := c.hours
-			if secs == daySecs {
-				bs = c.days
-			}
-			var sum CallerCounts
-			for k := len(bs) - 1; k >= 0 && int64(bs[k].slot) >= from; k-- {
-				if int64(bs[k].slot) <= to {
-					sum.merge(&bs[k].CallerCounts)
-				}
-			}
+			sum := c.sum(secs, from, to)
 			if sum.Calls > 0 && !fn(c.id, sum) {
 				sh.mu.Unlock()
 				return
@@ -177,26 +200,14 @@ func (s *Store) CallerCount(kind Dim, id string, window time.Duration, end time.
 
 // CallerCountApplied is CallerCount without applying buffered calls first.
 func (s *Store) CallerCountApplied(kind Dim, id string, window time.Duration, end time.Time) CallerCounts {
-	switch kind {
-	case DimUser:
-		return s.callers[0].count(id, window, end)
-	case DimCompany:
-		return s.callers[1].count(id, window, end)
-	case DimKey:
-		return s.callers[2].count(id, window, end)
+	if x := s.callerIndexOf(kind); x != nil {
+		return x.count(id, window, end)
 	}
 	return CallerCounts{}
 }
 
 func (x *callerIndex) count(id string, window time.Duration, end time.Time) CallerCounts {
-	secs, n := int64(hourSecs), int64(CallerHours)
-	if window > time.Duration(CallerHours)*time.Hour {
-		secs, n = daySecs, CallerDays
-	}
-	from, to := windowSlots(window, end, resolution{secs: secs, slots: n})
-	if to-from+1 > n {
-		from = to - n + 1
-	}
+	secs, from, to := callerSpan(window, end)
 	sh := x.shard(id)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -204,18 +215,7 @@ func (x *callerIndex) count(id string, window time.Duration, end time.Time) Call
 	if !ok {
 		return CallerCounts{}
 	}
-	c := &sh.slab[i]
-	bs := c.hours
-	if secs == daySecs {
-		bs = c.days
-	}
-	var sum CallerCounts
-	for k := len(bs) - 1; k >= 0 && int64(bs[k].slot) >= from; k-- {
-		if int64(bs[k].slot) <= to {
-			sum.merge(&bs[k].CallerCounts)
-		}
-	}
-	return sum
+	return sh.slab[i].sum(secs, from, to)
 }
 
 // EachCaller calls fn with every caller of kind the history holds (its id, first call,
@@ -223,15 +223,8 @@ func (x *callerIndex) count(id string, window time.Duration, end time.Time) Call
 // false. fn runs under a shard's lock: it must not call the store.
 func (s *Store) EachCaller(kind Dim, fn func(id string, first, last, first2xx int64) bool) {
 	s.Flush()
-	var x *callerIndex
-	switch kind {
-	case DimUser:
-		x = s.callers[0]
-	case DimCompany:
-		x = s.callers[1]
-	case DimKey:
-		x = s.callers[2]
-	default:
+	x := s.callerIndexOf(kind)
+	if x == nil {
 		return
 	}
 	for i := range x.shards {
@@ -251,14 +244,9 @@ func (s *Store) EachCaller(kind Dim, fn func(id string, first, last, first2xx in
 // FirstCalls returns a caller's first call and first success (Unix seconds, 0 when
 // none), cheaply: for time to first hello world.
 func (s *Store) FirstCalls(kind Dim, id string) (first, first2xx int64, ok bool) {
-	var x *callerIndex
-	switch kind {
-	case DimUser:
-		x = s.callers[0]
-	case DimCompany:
-		x = s.callers[1]
-	default:
-		x = s.callers[2]
+	x := s.callerIndexOf(kind)
+	if x == nil {
+		return 0, 0, false
 	}
 	sh := x.shard(id)
 	sh.mu.Lock()

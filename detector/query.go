@@ -672,15 +672,8 @@ func (s *Store) Caller(dim Dim, id string) (CallerHistory, bool) {
 
 // CallerApplied is Caller without applying buffered calls first.
 func (s *Store) CallerApplied(dim Dim, id string) (CallerHistory, bool) {
-	var x *callerIndex
-	switch dim {
-	case DimUser:
-		x = s.callers[0]
-	case DimCompany:
-		x = s.callers[1]
-	case DimKey:
-		x = s.callers[2]
-	default:
+	x := s.callerIndexOf(dim)
+	if x == nil {
 		return CallerHistory{}, false
 	}
 	sh := x.shard(id)
