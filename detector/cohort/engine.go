@@ -61,15 +61,20 @@ type cohortRule struct {
 	html    *htemplate.Template
 	// state holds, per member id, when it entered (0: not a member now) and when the rule
 	// last acted on it (0: never); ids with neither are not kept.
-	state  map[string]memberState
+	state  members
 	gen    uint32        // evaluation counter, to find who left
+	warned bool          // the rule logged that it remembers no more members
 	repeat time.Duration // 0: never again
 	// counts holds, during an evaluation, the behaviour's count of every caller that has
 	// one (others have zero), read once from the store for all candidates; cond the
 	// match, compiled for the evaluation's time.
-	counts map[string]uint64
+	counts *counts
 	cond   conditions
 }
+
+// counts are the behaviour counts of one evaluation, shared by the rules with the same
+// filter and window.
+type counts struct{ m map[string]uint64 }
 
 // countKey identifies a behaviour's counts within one evaluation: rules with the same
 // filter and window share them.
@@ -80,7 +85,7 @@ type countKey struct {
 
 // behaviorCounts reads the behaviour's count of every caller with calls in its window:
 // one pass over the store's callers instead of a lookup per candidate.
-func (e *Engine) behaviorCounts(c *cohortRule, now time.Time, cache map[countKey]map[string]uint64) map[string]uint64 {
+func (e *Engine) behaviorCounts(c *cohortRule, now time.Time, cache map[countKey]*counts) *counts {
 	b := c.rule.Behavior
 	if b == nil {
 		return nil
@@ -103,8 +108,9 @@ func (e *Engine) behaviorCounts(c *cohortRule, now time.Time, cache map[countKey
 	} else {
 		e.store.EachCallerCount(c.kind, w, now, add)
 	}
-	cache[k] = m
-	return m
+	cs := &counts{m: m}
+	cache[k] = cs
+	return cs
 }
 
 // memberState is compact: a million members cost tens of megabytes.
@@ -147,11 +153,11 @@ func (e *Engine) SetRules(rs []rules.Rule) error {
 			return fmt.Errorf("rule %q: %w", r.Name, err)
 		}
 		if prev, ok := old[r.ID]; ok {
-			for id, st := range prev.state { // a changed rule does not e-mail the same people again
+			prev.state.each(func(id string, st *memberState) { // a changed rule does not e-mail the same people again
 				if st.acted != 0 {
-					c.state[id] = memberState{acted: st.acted}
+					c.state.setID(id, memberState{acted: st.acted})
 				}
-			}
+			})
 		}
 		next = append(next, c)
 	}
@@ -167,7 +173,7 @@ func (e *Engine) SetRules(rs []rules.Rule) error {
 }
 
 func (e *Engine) compile(r rules.Rule, fp string) (*cohortRule, error) {
-	c := &cohortRule{rule: r, fp: fp, kind: detector.DimUser, state: map[string]memberState{}}
+	c := &cohortRule{rule: r, fp: fp, kind: detector.DimUser, state: newMembers()}
 	if r.Entity == "company" {
 		c.kind = detector.DimCompany
 	}
@@ -230,12 +236,17 @@ const Interval = time.Minute
 // candidate is a possible member and what is known of it.
 type candidate struct {
 	id       string
+	slot     int32  // registry slot; -1: not registered
 	user     *entry // nil: not registered
 	first    int64  // first call (Unix seconds), 0 when none
 	first2xx int64
 	store    *detector.Store
 	kind     detector.Dim
 	loaded   bool // first and first2xx read from the store
+	// countsOf and count remember the candidate's behaviour count: rules that share
+	// the counts read it once.
+	countsOf *counts
+	count    uint64
 }
 
 // calls reads the candidate's first call and first success when first needed.
@@ -246,17 +257,22 @@ func (cd *candidate) calls() {
 	}
 }
 
-// Evaluate works out every rule's members at now and acts on those that entered.
+// Evaluate works out every rule's members at now and acts on those that entered. It
+// holds the registry's read lock throughout: an upsert waits for the evaluation.
 func (e *Engine) Evaluate(now time.Time) {
 	e.store.Flush()
 	e.mu.Lock()
+	e.registry.mu.RLock()
+	for _, c := range e.rules {
+		c.state.sync(e.registry)
+	}
 	var events []alert.Event
-	counts := map[countKey]map[string]uint64{}
+	cache := map[countKey]*counts{}
 	for _, kind := range []detector.Dim{detector.DimUser, detector.DimCompany} {
 		var rs []*cohortRule
 		for _, c := range e.rules {
 			if c.rule.IsEnabled() && c.kind == kind {
-				c.counts = e.behaviorCounts(c, now, counts)
+				c.counts = e.behaviorCounts(c, now, cache)
 				c.cond = compileMatch(c.rule.Match, now)
 				rs = append(rs, c)
 			}
@@ -268,6 +284,7 @@ func (e *Engine) Evaluate(now time.Time) {
 			c.counts = nil
 		}
 	}
+	e.registry.mu.RUnlock()
 	n := e.notifier
 	e.mu.Unlock()
 	e.dispatch(n, events)
@@ -310,17 +327,20 @@ func compileMatch(m map[string]string, now time.Time) conditions {
 	return c
 }
 
+// candidates calls fn for every possible member of a kind: registered users (or their
+// companies), then callers seen in traffic only. The caller holds the registry's read
+// lock.
 func (e *Engine) candidates(kind detector.Dim, fn func(cd *candidate)) {
 	companies := map[string]int64{}
 	cd := new(candidate) // one for all: a candidate per user would be garbage per user
 	if kind == detector.DimUser {
-		e.registry.each(func(id string, u *entry) {
-			*cd = candidate{id: id, user: u, store: e.store, kind: kind}
+		e.registry.eachLocked(func(slot int32, id string, u *entry) {
+			*cd = candidate{id: id, slot: slot, user: u, store: e.store, kind: kind}
 			fn(cd)
 		})
 	} else {
 		// Companies known to the registry, with the earliest sign-up of their users.
-		e.registry.each(func(_ string, u *entry) {
+		e.registry.eachLocked(func(_ int32, _ string, u *entry) {
 			if u.company == "" {
 				return
 			}
@@ -329,26 +349,24 @@ func (e *Engine) candidates(kind detector.Dim, fn func(cd *candidate)) {
 			}
 		})
 		for id, created := range companies {
-			*cd = candidate{id: id, user: &entry{created: created}, store: e.store, kind: kind}
+			*cd = candidate{id: id, slot: -1, user: &entry{created: created}, store: e.store, kind: kind}
 			fn(cd)
 		}
 	}
 	// Callers seen in traffic but not registered, known by id alone.
 	var unregistered []candidate
-	e.registry.mu.RLock()
 	e.store.EachCaller(kind, func(id string, first, _, first2xx int64) bool {
 		if id == detector.Anonymous {
 			return true
 		}
 		if kind == detector.DimUser {
-			if _, ok := e.registry.users[id]; ok {
+			if _, ok := e.registry.index[id]; ok {
 				return true
 			}
 		}
-		unregistered = append(unregistered, candidate{id: id, first: first, first2xx: first2xx, loaded: true})
+		unregistered = append(unregistered, candidate{id: id, slot: -1, first: first, first2xx: first2xx, loaded: true})
 		return true
 	})
-	e.registry.mu.RUnlock()
 	for i := range unregistered {
 		if _, known := companies[unregistered[i].id]; known {
 			continue
@@ -412,7 +430,15 @@ func (e *Engine) matches(c *cohortRule, cd *candidate, now time.Time) bool {
 		}
 	}
 	if b := c.rule.Behavior; b != nil {
-		n := e.behaviorCount(c, cd.id, now)
+		var n uint64
+		if c.counts != nil && cd.countsOf == c.counts {
+			n = cd.count
+		} else {
+			n = e.behaviorCount(c, cd.id, now)
+			if c.counts != nil {
+				cd.countsOf, cd.count = c.counts, n
+			}
+		}
 		if b.AtLeast != nil && n < uint64(*b.AtLeast) {
 			return false
 		}
@@ -425,7 +451,7 @@ func (e *Engine) matches(c *cohortRule, cd *candidate, now time.Time) bool {
 
 func (e *Engine) behaviorCount(c *cohortRule, id string, now time.Time) uint64 {
 	if c.counts != nil {
-		return c.counts[id]
+		return c.counts.m[id]
 	}
 	w := time.Duration(c.rule.Behavior.Window)
 	if c.counter != nil {
@@ -457,17 +483,22 @@ func (e *Engine) evaluate(rs []*cohortRule, kind detector.Dim, now time.Time) []
 		if !e.matches(c, cd, now) {
 			return
 		}
-		st, known := c.state[cd.id]
-		st.seen = c.gen
-		if st.entered != 0 {
-			c.state[cd.id] = st
-			return // a member already
-		}
-		if !known && len(c.state) >= maxActed {
-			e.logger.Warn("cohort rule has too many members to remember more", "rule", c.rule.ID)
+		p := c.state.lookup(cd.slot, cd.id)
+		var st memberState
+		if p != nil {
+			p.seen = c.gen
+			if p.entered != 0 {
+				return // a member already
+			}
+			st = *p
+		} else if c.state.full(cd.slot) {
+			if !c.warned {
+				c.warned = true
+				e.logger.Warn("cohort rule has too many members to remember more", "rule", c.rule.ID, "max", maxActed)
+			}
 			return
 		}
-		st.entered = t
+		st.seen, st.entered = c.gen, t
 		if st.acted == 0 || (c.repeat > 0 && now.Sub(time.Unix(int64(st.acted), 0)) >= c.repeat) {
 			st.acted = t
 			entered[i] = append(entered[i], cd.id)
@@ -477,7 +508,11 @@ func (e *Engine) evaluate(rs []*cohortRule, kind detector.Dim, now time.Time) []
 				}
 			}
 		}
-		c.state[cd.id] = st
+		if p != nil {
+			*p = st
+		} else {
+			c.state.put(cd.slot, cd.id, st)
+		}
 	}
 	if len(all) > 0 {
 		e.candidates(kind, func(cd *candidate) {
@@ -486,31 +521,39 @@ func (e *Engine) evaluate(rs []*cohortRule, kind detector.Dim, now time.Time) []
 			}
 		})
 	}
-	for _, i := range byCounts {
-		cd := new(candidate)
-		e.registry.mu.RLock()
-		for id := range rs[i].counts {
-			*cd = candidate{id: id, store: e.store, kind: kind}
-			if kind == detector.DimUser {
-				cd.user = e.registry.users[id]
+	// Rules with the same counts share one pass over them.
+	for len(byCounts) > 0 {
+		cs := rs[byCounts[0]].counts
+		var group, rest []int
+		for _, i := range byCounts {
+			if rs[i].counts == cs {
+				group = append(group, i)
+			} else {
+				rest = append(rest, i)
 			}
-			if id != detector.Anonymous {
+		}
+		byCounts = rest
+		cd := new(candidate)
+		for id := range cs.m {
+			if id == detector.Anonymous {
+				continue
+			}
+			*cd = candidate{id: id, slot: -1, store: e.store, kind: kind}
+			if kind == detector.DimUser {
+				cd.slot, cd.user = e.registry.lookup(id)
+			}
+			for _, i := range group {
 				visit(i, cd)
 			}
 		}
-		e.registry.mu.RUnlock()
 	}
 	var events []alert.Event
 	for i, c := range rs {
-		for id, st := range c.state {
+		c.state.each(func(_ string, st *memberState) {
 			if st.entered != 0 && st.seen != c.gen { // left the cohort
-				if st.acted == 0 {
-					delete(c.state, id)
-				} else {
-					c.state[id] = memberState{acted: st.acted}
-				}
+				*st = memberState{acted: st.acted} // forgotten when it was never acted on
 			}
-		}
+		})
 		if len(entered[i]) > 0 {
 			events = append(events, e.entered(c, entered[i], now))
 		}
@@ -729,9 +772,9 @@ func (e *Engine) Members(ruleID string) ([]Member, bool) {
 			continue
 		}
 		out := []Member{}
-		for id, st := range c.state {
+		c.state.each(func(id string, st *memberState) {
 			if st.entered == 0 {
-				continue
+				return
 			}
 			m := Member{ID: id, EnteredAt: time.Unix(int64(st.entered), 0).UTC()}
 			if st.acted != 0 {
@@ -739,7 +782,7 @@ func (e *Engine) Members(ruleID string) ([]Member, bool) {
 				m.ActedAt = &at
 			}
 			out = append(out, m)
-		}
+		})
 		sort.Slice(out, func(i, j int) bool {
 			if !out[i].EnteredAt.Equal(out[j].EnteredAt) {
 				return out[i].EnteredAt.Before(out[j].EnteredAt)
@@ -763,12 +806,7 @@ func (e *Engine) Preview(ruleID, userID string, now time.Time) (*alert.Email, er
 		if c.rule.EmailUser == nil {
 			return nil, errors.New("the rule sends no e-mail to users (no email_user)")
 		}
-		cd := candidate{id: userID, store: e.store, kind: detector.DimUser}
-		e.registry.mu.RLock()
-		if u, ok := e.registry.users[userID]; ok {
-			cd.user = u
-		}
-		e.registry.mu.RUnlock()
+		cd := e.candidate(userID)
 		return e.render(c, &cd, now)
 	}
 	return nil, fmt.Errorf("no cohort rule with id %q", ruleID)
@@ -777,12 +815,22 @@ func (e *Engine) Preview(ruleID, userID string, now time.Time) (*alert.Email, er
 // TTFHW returns a user's time to first hello world at now (see candidate.ttfhw) and
 // whether it is done (the user has had a success).
 func (e *Engine) TTFHW(userID string, now time.Time) (d time.Duration, done, ok bool) {
-	cd := candidate{id: userID, store: e.store, kind: detector.DimUser}
-	e.registry.mu.RLock()
-	cd.user = e.registry.users[userID]
-	e.registry.mu.RUnlock()
+	cd := e.candidate(userID)
 	d, ok = cd.ttfhw(now.Unix())
 	return d, cd.first2xx != 0, ok
+}
+
+// candidate returns a user as a candidate, with a copy of its registry entry (an upsert
+// may replace the entry once the lock is released).
+func (e *Engine) candidate(userID string) candidate {
+	cd := candidate{id: userID, slot: -1, store: e.store, kind: detector.DimUser}
+	e.registry.mu.RLock()
+	if _, u := e.registry.lookup(userID); u != nil {
+		copied := *u
+		cd.user = &copied
+	}
+	e.registry.mu.RUnlock()
+	return cd
 }
 
 // OptOut adds (or with remove, removes) an e-mail address or user id to the list of
@@ -843,14 +891,14 @@ func (e *Engine) State() State {
 	sort.Strings(st.OptOut)
 	for _, c := range e.rules {
 		rs := RuleState{ID: c.rule.ID, Fingerprint: c.fp, Members: map[string]int64{}, Acted: map[string]int64{}}
-		for k, st := range c.state {
+		c.state.each(func(k string, st *memberState) {
 			if st.entered != 0 {
 				rs.Members[k] = int64(st.entered)
 			}
 			if st.acted != 0 {
 				rs.Acted[k] = int64(st.acted)
 			}
-		}
+		})
 		st.Rules = append(st.Rules, rs)
 	}
 	return st
@@ -871,17 +919,18 @@ func (e *Engine) Restore(st State) {
 				continue
 			}
 			for k, v := range rs.Acted {
-				if len(c.state) < maxActed {
-					st := c.state[k]
+				if st := c.state.byID(k); st != nil {
 					st.acted = uint32(v)
-					c.state[k] = st
+				} else if !c.state.full(-1) {
+					c.state.setID(k, memberState{acted: uint32(v)})
 				}
 			}
 			if c.fp == rs.Fingerprint {
 				for k, v := range rs.Members {
-					if st, ok := c.state[k]; ok || len(c.state) < maxActed {
+					if st := c.state.byID(k); st != nil {
 						st.entered, st.seen = uint32(v), c.gen
-						c.state[k] = st
+					} else if !c.state.full(-1) {
+						c.state.setID(k, memberState{entered: uint32(v), seen: c.gen})
 					}
 				}
 			}

@@ -288,3 +288,75 @@ func BenchmarkEvaluateMillionUsers(b *testing.B) {
 type discard struct{}
 
 func (discard) Notify(alert.Batch) {}
+
+// Member state is kept by registry slot for registered users and by id for others: it
+// must follow a caller who registers after entering, and survive a registry Load that
+// gives every user a new slot, without acting on anyone twice.
+func TestMemberStateFollowsRegistry(t *testing.T) {
+	e, store, reg, rec := setup(t, stuck, dormant)
+	day := 24 * time.Hour
+	if err := reg.Upsert([]User{
+		{ID: "d-1", CreatedAt: now.Add(-10 * day)},
+		{ID: "d-2", CreatedAt: now.Add(-12 * day)},
+		{ID: "u-1", Email: "ada@example.com", Name: "Ada"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	call(store, "u-1", now.Add(-time.Hour), 404, 5)
+	call(store, "u-4", now.Add(-time.Hour), 405, 7) // not registered yet
+	e.Evaluate(now)
+	if got := strings.Join(entered(rec.take()), " "); !sameSet(got, "cs:d-1 cs:d-2 cs:u-1 cs:u-4 mail:u-1") {
+		t.Fatalf("entered %q", got)
+	}
+	members := func(rule string) string {
+		m, _ := e.Members(rule)
+		var ids []string
+		for _, x := range m {
+			ids = append(ids, x.ID+"@"+x.EnteredAt.Format("15:04"))
+		}
+		return strings.Join(ids, " ")
+	}
+	stuckBefore, dormantBefore := members("too-many-4xx"), members("signed-up-never-called")
+
+	// u-4 registers with an address: it entered before, so no e-mail now.
+	if err := reg.Upsert([]User{{ID: "u-4", Email: "dan@example.com"}}); err != nil {
+		t.Fatal(err)
+	}
+	e.Evaluate(now.Add(time.Minute))
+	if b := rec.take(); len(b) != 0 {
+		t.Fatalf("after u-4 registered: %+v", entered(b))
+	}
+
+	// A Load (a restart, or users re-read from storage) in another order: new slots.
+	data, err := json.Marshal([]User{
+		{ID: "u-4", Email: "dan@example.com"}, {ID: "u-1", Email: "ada@example.com", Name: "Ada"},
+		{ID: "d-2", CreatedAt: now.Add(-12 * day)}, {ID: "new", CreatedAt: now.Add(-8 * day)},
+		{ID: "d-1", CreatedAt: now.Add(-10 * day)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := reg.Load(data); err != nil {
+		t.Fatal(err)
+	}
+	e.Evaluate(now.Add(2 * time.Minute))
+	if got := strings.Join(entered(rec.take()), " "); got != "cs:new" {
+		t.Fatalf("after a Load, entered %q, want only the new user", got)
+	}
+	if got := members("too-many-4xx"); got != stuckBefore {
+		t.Fatalf("stuck members %q, want %q", got, stuckBefore)
+	}
+	if got := members("signed-up-never-called"); !strings.HasPrefix(got, dormantBefore) || !strings.Contains(got, "new@12:02") {
+		t.Fatalf("dormant members %q, want %q and new", got, dormantBefore)
+	}
+
+	// d-1 calls: it leaves the dormant cohort; it does not come back while it has calls.
+	call(store, "d-1", now.Add(2*time.Minute), 200, 1)
+	e.Evaluate(now.Add(3 * time.Minute))
+	if got := members("signed-up-never-called"); strings.Contains(got, "d-1") {
+		t.Fatalf("d-1 called but is still a member: %q", got)
+	}
+	if b := rec.take(); len(b) != 0 {
+		t.Fatalf("leaving acted: %+v", entered(b))
+	}
+}

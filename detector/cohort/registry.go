@@ -37,11 +37,19 @@ type User struct {
 }
 
 // Registry holds the registered users, bounded. Safe for concurrent use.
+//
+// Users live in a slab, each at a fixed slot for the registry's life (until Load), so
+// that a pass over all users reads memory in order and a cohort rule can keep its
+// members' state in a slice indexed by slot instead of a map.
 type Registry struct {
-	mu    sync.RWMutex
-	max   int
-	users map[string]*entry
-	dirty bool
+	mu      sync.RWMutex
+	max     int
+	index   map[string]int32 // id -> slot
+	ids     []string         // slot -> id; only appended to (until Load)
+	entries []entry          // slot -> user
+	// epoch changes when slots are reassigned (Load); version at every change.
+	epoch, version uint64
+	dirty          bool
 }
 
 // entry is a user stored compactly: attributes as a key/value slice, the time as Unix
@@ -60,7 +68,16 @@ func NewRegistry(max int) *Registry {
 	if max <= 0 {
 		max = DefaultMaxUsers
 	}
-	return &Registry{max: max, users: make(map[string]*entry)}
+	return &Registry{max: max, index: make(map[string]int32)}
+}
+
+// lookup returns the slot and entry of a registered user (-1 and nil when not
+// registered); the caller holds the lock and must not keep the entry past it.
+func (r *Registry) lookup(id string) (int32, *entry) {
+	if i, ok := r.index[id]; ok {
+		return i, &r.entries[i]
+	}
+	return -1, nil
 }
 
 // ItemError says which user of a batch is wrong, and which field.
@@ -113,16 +130,16 @@ func (r *Registry) Upsert(users []User) error {
 	adding := 0
 	seen := map[string]bool{}
 	for i, u := range users {
-		if _, ok := r.users[u.ID]; !ok && !seen[u.ID] {
+		if _, ok := r.index[u.ID]; !ok && !seen[u.ID] {
 			adding++
 			seen[u.ID] = true
-			if len(r.users)+adding > r.max {
+			if len(r.index)+adding > r.max {
 				return &ItemError{Index: i, Field: "id", Err: fmt.Errorf("the registry is full (%d users)", r.max)}
 			}
 		}
 	}
 	for _, u := range users {
-		e := &entry{email: u.Email, name: u.Name, company: u.Company, plan: u.Plan}
+		e := entry{email: u.Email, name: u.Name, company: u.Company, plan: u.Plan}
 		if !u.CreatedAt.IsZero() {
 			e.created = u.CreatedAt.Unix()
 		}
@@ -136,8 +153,15 @@ func (r *Registry) Upsert(users []User) error {
 				e.attrs = append(e.attrs, k, u.Attributes[k])
 			}
 		}
-		r.users[u.ID] = e
+		if i, ok := r.index[u.ID]; ok {
+			r.entries[i] = e
+		} else {
+			r.index[u.ID] = int32(len(r.ids))
+			r.ids = append(r.ids, u.ID)
+			r.entries = append(r.entries, e)
+		}
 	}
+	r.version++
 	r.dirty = true
 	return nil
 }
@@ -169,8 +193,8 @@ func (e *entry) attr(name string) (string, bool) {
 func (r *Registry) Get(id string) (User, bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	e, ok := r.users[id]
-	if !ok {
+	_, e := r.lookup(id)
+	if e == nil {
 		return User{ID: id}, false
 	}
 	return e.user(id), true
@@ -180,29 +204,25 @@ func (r *Registry) Get(id string) (User, bool) {
 func (r *Registry) Len() int {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return len(r.users)
+	return len(r.index)
 }
 
-// each calls fn for every user, under the read lock (fn must not call the registry).
-func (r *Registry) each(fn func(id string, e *entry)) {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	for id, e := range r.users {
-		fn(id, e)
+// eachLocked calls fn for every user, in slot order; the caller holds the read lock.
+func (r *Registry) eachLocked(fn func(slot int32, id string, e *entry)) {
+	for i := range r.entries {
+		fn(int32(i), r.ids[i], &r.entries[i])
 	}
 }
 
 // MarshalJSON writes every user, sorted by id (for storage).
 func (r *Registry) MarshalJSON() ([]byte, error) {
 	r.mu.RLock()
-	ids := make([]string, 0, len(r.users))
-	for id := range r.users {
-		ids = append(ids, id)
-	}
+	ids := make([]string, len(r.ids))
+	copy(ids, r.ids)
 	sort.Strings(ids)
 	users := make([]User, len(ids))
 	for i, id := range ids {
-		users[i] = r.users[id].user(id)
+		users[i] = r.entries[r.index[id]].user(id)
 	}
 	r.mu.RUnlock()
 	return json.Marshal(users)
@@ -219,7 +239,9 @@ func (r *Registry) Load(data []byte) error {
 		return err
 	}
 	r.mu.Lock()
-	r.users, r.dirty = fresh.users, false
+	r.index, r.ids, r.entries, r.dirty = fresh.index, fresh.ids, fresh.entries, false
+	r.epoch++
+	r.version++
 	r.mu.Unlock()
 	return nil
 }
