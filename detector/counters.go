@@ -10,7 +10,8 @@ import (
 // match a filter: hourly for 7 days and daily for 35 days, like the caller history, but
 // only for matching calls ("400, 404 or 405 responses per user"). Cohort rules use it to
 // judge behaviour over weeks without scanning calls. It counts from the moment it is
-// created; Release stops it. Bounded by MaxKeys callers, least recently seen evicted.
+// created (or, after a restart, from its counts in the snapshot: WriteSnapshot keeps
+// them); Release stops it. Bounded by MaxKeys callers, least recently seen evicted.
 type CallerCounter struct {
 	*counterCore
 	once sync.Once
@@ -43,9 +44,31 @@ func (s *Store) CountCallers(kind Dim, m *Matcher) *CallerCounter {
 		}
 	}
 	c := &counterCore{store: s, kind: kind, key: key, matcher: m, index: newCallerIndex(kind, s.cfg.MaxKeys), refs: 1}
+	if p, ok := s.pendingCounters[key]; ok { // counts of the same rule before a restart
+		delete(s.pendingCounters, key)
+		c.index.restore(p)
+	}
 	s.counters = append(s.counters, c)
 	s.publishCounters()
 	return &CallerCounter{counterCore: c}
+}
+
+// restoreCounter merges a snapshot's counter into the counter of the same key, or keeps
+// it until such a counter is created (or the next snapshot is written).
+func (s *Store) restoreCounter(dc decodedCounter) {
+	s.trackMu.Lock()
+	for _, c := range s.counters {
+		if c.key == dc.key {
+			s.trackMu.Unlock()
+			c.index.restore(dc.callers)
+			return
+		}
+	}
+	if s.pendingCounters == nil {
+		s.pendingCounters = map[string][]caller{}
+	}
+	s.pendingCounters[dc.key] = append(s.pendingCounters[dc.key], dc.callers...)
+	s.trackMu.Unlock()
 }
 
 func boolPtr(b *bool) string {

@@ -13,10 +13,10 @@ import (
 
 // A snapshot is the store's history as bytes, so that a gateway restart keeps it.
 //
-// Format, version 1. Integers are uvarints, or zigzag varints where they can be negative
+// Format, version 2 (version 1, without the counters section, is still read). Integers are uvarints, or zigzag varints where they can be negative
 // ("varint"); a string is a uvarint length and its bytes.
 //
-//	header   "VIGILSNP", uvarint format version (1)
+//	header   "VIGILSNP", uvarint format version (2)
 //	sections in this order, each a tag byte, records, and a uvarint 0:
 //	  1 meta       one record: varint Unix nanoseconds written, uvarint MaxSeries, MaxKeys
 //	               and RecentCalls of the writing store (informational)
@@ -25,6 +25,9 @@ import (
 //	               a record per caller
 //	  6 recent     a record per recent call, oldest first
 //	  7 totals     one record: uvarint calls recorded, varint newest call (Unix seconds)
+//	  8 counters   per filtered caller counter (CountCallers): a record byte 0, string
+//	               key (kind and filter), byte kind; then a record per caller it counts,
+//	               byte 1 and the caller
 //	end      tag byte 0
 //	checksum CRC-32C (Castagnoli) of every byte before it, 4 bytes little-endian
 //
@@ -55,7 +58,9 @@ import (
 // A reader accepts only the versions it knows; a change of layout bumps snapshotVersion.
 const (
 	snapshotMagic   = "VIGILSNP"
-	snapshotVersion = 1
+	snapshotVersion = 2
+	// snapshotVersion1 has no counters section.
+	snapshotVersion1 = 1
 )
 
 // Section tags, in the order they appear.
@@ -68,9 +73,10 @@ const (
 	secKeys
 	secRecent
 	secTotals
+	secCounters
 )
 
-var sectionNames = [...]string{"end", "meta", "route", "users", "companies", "keys", "recent", "totals"}
+var sectionNames = [...]string{"end", "meta", "route", "users", "companies", "keys", "recent", "totals", "counters"}
 
 // A bucket's fields besides calls, in the order of their bits in its field mask. The
 // common ones come first, so that the mask usually takes one byte.
@@ -155,12 +161,17 @@ type SnapshotInfo struct {
 	Callers, CallersMerged, CallersDropped int
 	// Recent counts the recent calls restored.
 	Recent int
+	// Counters counts the filtered caller counters restored (their callers are in
+	// CounterCallers): those of rules that do not exist yet wait for them to be created,
+	// until the next snapshot is written.
+	Counters, CounterCallers int
 }
 
 // WriteSnapshot writes the store's history to w: the route view's series with every
 // bucket and sketch, the history of every user, company and key, the ring of recent
-// calls, the count of recorded calls and the newest call time. Detail views are not
-// written: they are rebuilt from the moment rules track them again.
+// calls, the count of recorded calls, the newest call time, and the per-caller counts of
+// the filtered counters (CountCallers). Detail views are not written: they are rebuilt
+// from the moment rules track them again.
 //
 // Calls buffered by Record are applied first. The store keeps recording meanwhile: each
 // series and each few hundred callers are encoded under their own short lock, and w is
@@ -196,25 +207,7 @@ func (s *Store) WriteSnapshot(w io.Writer) error {
 
 	for k, x := range s.callers {
 		e.section(byte(secUsers + k))
-		for i := range x.shards {
-			sh := &x.shards[i]
-			for from := 0; ; from += snapCallerChunk {
-				sh.mu.Lock()
-				to := min(from+snapCallerChunk, len(sh.slab))
-				for j := from; j < to; j++ {
-					if c := &sh.slab[j]; c.id != "" {
-						e.scratch = appendCaller(e.scratch[:0], c)
-						e.record(e.scratch)
-					}
-				}
-				more := to < len(sh.slab)
-				sh.mu.Unlock()
-				e.flushIfFull()
-				if !more {
-					break
-				}
-			}
-		}
+		e.callers(x)
 		e.endSection()
 	}
 
@@ -230,6 +223,20 @@ func (s *Store) WriteSnapshot(w io.Writer) error {
 	b = binary.AppendUvarint(e.scratch[:0], s.recorded.Load())
 	b = binary.AppendVarint(b, s.lastEpoch.Load())
 	e.record(b)
+	e.endSection()
+
+	e.section(secCounters)
+	s.trackMu.Lock()
+	counters := slices.Clone(s.counters)
+	s.pendingCounters = nil // the counts of rules that did not come back are dropped
+	s.trackMu.Unlock()
+	for _, c := range counters {
+		b = append(e.scratch[:0], 0)
+		b = appendString(b, c.key)
+		b = append(b, byte(c.kind))
+		e.record(b)
+		e.callers(c.index, 1)
+	}
 	e.endSection()
 
 	e.buf = append(e.buf, secEnd)
@@ -261,6 +268,30 @@ type snapEncoder struct {
 }
 
 func (e *snapEncoder) section(tag byte) { e.buf = append(e.buf, tag) }
+
+// callers writes a record per caller of x, each a few hundred under one shard lock, each
+// record starting with the bytes of prefix.
+func (e *snapEncoder) callers(x *callerIndex, prefix ...byte) {
+	for i := range x.shards {
+		sh := &x.shards[i]
+		for from := 0; ; from += snapCallerChunk {
+			sh.mu.Lock()
+			to := min(from+snapCallerChunk, len(sh.slab))
+			for j := from; j < to; j++ {
+				if c := &sh.slab[j]; c.id != "" {
+					e.scratch = appendCaller(append(e.scratch[:0], prefix...), c)
+					e.record(e.scratch)
+				}
+			}
+			more := to < len(sh.slab)
+			sh.mu.Unlock()
+			e.flushIfFull()
+			if !more {
+				break
+			}
+		}
+	}
+}
 
 func (e *snapEncoder) endSection() {
 	e.buf = append(e.buf, 0)

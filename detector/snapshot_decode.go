@@ -53,6 +53,14 @@ type decodedSnapshot struct {
 	recent   []Call
 	recorded uint64
 	newest   int64
+	counters []decodedCounter
+}
+
+// decodedCounter is a filtered caller counter of a snapshot.
+type decodedCounter struct {
+	key     string
+	kind    Dim
+	callers []caller
 }
 
 // snapStream reads a snapshot from r, keeping its checksum and offset.
@@ -140,14 +148,17 @@ func decodeSnapshot(r io.Reader, res []resolution) (*decodedSnapshot, error) {
 	if b, err := st.next(len(snapshotMagic)); err != nil || string(b) != snapshotMagic {
 		return fail("header", -1, 0, fmt.Errorf("not a Vigil snapshot (no %q at the start)", snapshotMagic))
 	}
-	if v, err := binary.ReadUvarint(st); err != nil || v != snapshotVersion {
+	sections := []byte{secMeta, secRoute, secUsers, secCompanies, secKeys, secRecent, secTotals, secCounters, secEnd}
+	if v, err := binary.ReadUvarint(st); err != nil || (v != snapshotVersion && v != snapshotVersion1) {
 		if err != nil {
 			return fail("header", -1, st.off, fmt.Errorf("format version: %w", err))
 		}
-		return fail("header", -1, len(snapshotMagic), fmt.Errorf("format version %d, this build reads version %d only", v, snapshotVersion))
+		return fail("header", -1, len(snapshotMagic), fmt.Errorf("format version %d, this build reads versions %d and %d only", v, snapshotVersion1, snapshotVersion))
+	} else if v == snapshotVersion1 {
+		sections = slices.Delete(sections, 7, 8) // no counters
 	}
 	snap := &decodedSnapshot{}
-	for _, tag := range []byte{secMeta, secRoute, secUsers, secCompanies, secKeys, secRecent, secTotals, secEnd} {
+	for _, tag := range sections {
 		name := sectionNames[tag]
 		at := st.off
 		if got, err := st.ReadByte(); err != nil || got != tag {
@@ -349,6 +360,30 @@ func (d *snapDecoder) record(snap *decodedSnapshot, tag byte, res []resolution) 
 	case secTotals:
 		snap.recorded = d.uvarint()
 		snap.newest = d.varint()
+	case secCounters:
+		switch d.byte() {
+		case 0:
+			key := d.string()
+			kind := Dim(d.byte())
+			if d.err == nil && kind != DimUser && kind != DimCompany && kind != DimKey {
+				d.failf("counter %q of kind %d, want a user, company or key counter", key, kind)
+			}
+			snap.counters = append(snap.counters, decodedCounter{key: key, kind: kind})
+		case 1:
+			if len(snap.counters) == 0 {
+				d.failf("a counter's caller before any counter")
+				return
+			}
+			var c caller
+			if d.caller(&c); d.err == nil {
+				dc := &snap.counters[len(snap.counters)-1]
+				dc.callers = append(dc.callers, c)
+			}
+		default:
+			if d.err == nil {
+				d.failf("counter record of an unknown type")
+			}
+		}
 	}
 }
 

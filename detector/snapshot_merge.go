@@ -23,6 +23,11 @@ func (s *Store) restore(snap *decodedSnapshot) SnapshotInfo {
 		info.CallersDropped += dropped
 	}
 	info.Recent = s.recent.restore(snap.recent)
+	for _, dc := range snap.counters {
+		info.Counters++
+		info.CounterCallers += len(dc.callers)
+		s.restoreCounter(dc)
+	}
 	s.recorded.Add(snap.recorded)
 	raise(&s.lastEpoch, snap.newest)
 	return info

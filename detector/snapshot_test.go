@@ -394,7 +394,7 @@ func TestSnapshotErrors(t *testing.T) {
 	}{
 		{"empty", nil, "header, at offset 0: not a Vigil snapshot"},
 		{"other file", []byte("{\"rules\": []}"), "not a Vigil snapshot"},
-		{"version 2", append([]byte(snapshotMagic), 2, 0, 0, 0, 0), "format version 2, this build reads version 1 only"},
+		{"version 3", append([]byte(snapshotMagic), 3, 0, 0, 0, 0), "format version 3, this build reads versions 1 and 2 only"},
 		{"header only", []byte(snapshotMagic + "\x01"), "section meta, at offset 9: truncated: the snapshot ends here"},
 		{"checksum", append(slices.Clone(snap[:len(snap)-1]), snap[len(snap)-1]^1), "checksum, at offset " + fmt.Sprint(len(snap)-4)},
 		{"truncated", snap[:len(snap)/2], fmt.Sprintf("at offset %d: record of", len(snap)/2)},
@@ -536,4 +536,75 @@ func FuzzReadSnapshot(f *testing.F) {
 			s = nil
 		}
 	})
+}
+
+// A filtered caller counter's counts survive a restart, whether its rule is set up
+// before the snapshot is read or after; a version 1 snapshot (no counters) still reads.
+func TestSnapshotKeepsCallerCounters(t *testing.T) {
+	f := Filter{Status: "400,404"}
+	m, err := f.Compile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
+	s := New(Config{})
+	cnt := s.CountCallers(DimUser, m)
+	for i, st := range []int{400, 404, 404, 500, 200, 400} {
+		s.Record(&Call{Time: at.Add(time.Duration(i) * time.Hour), Method: "GET", Endpoint: "/a", Status: st, User: "u-1"})
+	}
+	s.Record(&Call{Time: at, Method: "GET", Endpoint: "/a", Status: 404, User: "u-2"})
+	s.Flush()
+	end := at.Add(24 * time.Hour)
+	if n := cnt.CountApplied("u-1", 7*24*time.Hour, end).Calls; n != 4 {
+		t.Fatalf("before: u-1 counted %d, want 4", n)
+	}
+	snap := snapshotOf(t, s)
+
+	after, info := restored(t, snap, Config{}) // the rule comes after the snapshot is read
+	if info.Counters != 1 || info.CounterCallers != 2 {
+		t.Fatalf("info %+v, want 1 counter of 2 callers", info)
+	}
+	c2 := after.CountCallers(DimUser, m)
+	if n := c2.CountApplied("u-1", 7*24*time.Hour, end).Calls; n != 4 {
+		t.Errorf("rule after restore: u-1 counted %d, want 4", n)
+	}
+	if n := c2.CountApplied("u-2", 7*24*time.Hour, end).Calls; n != 1 {
+		t.Errorf("rule after restore: u-2 counted %d, want 1", n)
+	}
+	of := Filter{Status: "500"}
+	other, _ := of.Compile()
+	if n := after.CountCallers(DimUser, other).CountApplied("u-1", 7*24*time.Hour, end).Calls; n != 0 {
+		t.Errorf("another filter took the counts: %d", n)
+	}
+
+	before := New(Config{}) // the rule is set up first, then the snapshot read
+	c3 := before.CountCallers(DimUser, m)
+	before.Record(&Call{Time: end, Method: "GET", Endpoint: "/a", Status: 400, User: "u-1"})
+	if _, err := before.ReadSnapshot(bytes.NewReader(snap)); err != nil {
+		t.Fatal(err)
+	}
+	before.Flush()
+	if n := c3.CountApplied("u-1", 7*24*time.Hour, end.Add(time.Hour)).Calls; n != 5 {
+		t.Errorf("rule before restore: u-1 counted %d, want 4 restored + 1 new", n)
+	}
+
+	// Unclaimed counts are dropped when the next snapshot is written.
+	lone, _ := restored(t, snap, Config{})
+	_ = snapshotOf(t, lone)
+	if n := lone.CountCallers(DimUser, m).CountApplied("u-1", 7*24*time.Hour, end).Calls; n != 0 {
+		t.Errorf("counts claimed after the next snapshot: %d", n)
+	}
+
+	// The same store as a version 1 snapshot: no counters section.
+	plain := snapshotOf(t, New(Config{}))
+	body := plain[:len(plain)-4]
+	if !bytes.HasSuffix(body, []byte{secCounters, 0, secEnd}) || body[len(snapshotMagic)] != snapshotVersion {
+		t.Fatalf("unexpected layout % x", body[len(body)-8:])
+	}
+	v1 := append(slices.Clone(body[:len(body)-3]), secEnd)
+	v1[len(snapshotMagic)] = snapshotVersion1
+	v1 = binary.LittleEndian.AppendUint32(v1, crc32.Checksum(v1, crc32.MakeTable(crc32.Castagnoli)))
+	if _, err := New(Config{}).ReadSnapshot(bytes.NewReader(v1)); err != nil {
+		t.Errorf("version 1 snapshot: %v", err)
+	}
 }

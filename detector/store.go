@@ -67,8 +67,11 @@ type Store struct {
 	// counters are the callers' filtered counters (CountCallers); trackMu guards the slice.
 	counters    []*counterCore
 	counterList atomic.Pointer[[]*counterCore]
-	recorded    atomic.Uint64
-	lastEpoch   atomic.Int64 // newest call time seen, Unix seconds
+	// pendingCounters are the callers of a snapshot's counters that no counter had
+	// when it was read, by key, for the counter of the same rule to take; trackMu.
+	pendingCounters map[string][]caller
+	recorded        atomic.Uint64
+	lastEpoch       atomic.Int64 // newest call time seen, Unix seconds
 
 	intake  [intakeShards]intakeShard
 	spare   [intakeShards][]Call
