@@ -61,6 +61,7 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		return d.ArgErr()
 	}
 	seen := map[string]bool{}
+	var alertAt []caddyfile.Token // where each alert block starts
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		opt := d.Val()
 		switch opt {
@@ -168,6 +169,7 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			a.Channels = append(a.Channels, c)
 		case "alert":
+			alertAt = append(alertAt, d.Token())
 			r, err := parseAlert(d)
 			if err != nil {
 				return err
@@ -186,11 +188,14 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	for _, c := range a.Channels {
 		channels[c.Name] = true
 	}
-	for _, r := range a.Alerts {
+	for i, r := range a.Alerts {
 		for _, n := range r.Notify {
 			if !channels[n] {
-				return d.Errf("alert %q: notify: no channel named %q in this vigil block", r.Name, n)
+				return errAtToken(alertAt[i], "alert %q: notify: no channel named %q in this vigil block", r.Name, n)
 			}
+		}
+		if err := a.checkEmailUser(&r); err != nil {
+			return errAtToken(alertAt[i], "alert %q: %v in this vigil block", r.Name, err)
 		}
 	}
 	return nil

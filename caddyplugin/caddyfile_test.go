@@ -220,6 +220,7 @@ func FuzzHandlerCaddyfile(f *testing.F) {
 	f.Add("vigil {\n identify user {http.request.header.X-User}\n rate_limit user 10/s burst 5\n quota ip 3/day\n block cidr 10.0.0.0/8\n endpoint /a/{b}\n}")
 	f.Add("vigil {\n rate_limit\n}")
 	f.Add("vigil {\n quota user 1/month timezone\n}")
+	f.Add("vigil {\n channel m email {\n smtp a:25\n from a@x\n to b@x\n }\n alert \"c\" {\n cohort user\n match {\n created_after -28d\n attributes.se x\n }\n behavior {\n status 400,404\n window 7d\n at_least 3\n }\n email_user m {\n template \"{{.User.Name}}\"\n subject hi\n bcc {user.attributes.se}\n }\n repeat 1d\n }\n}")
 	f.Fuzz(func(t *testing.T, input string) {
 		var h Handler
 		_ = h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(input))
@@ -284,7 +285,7 @@ func TestAlertsAndChannelsCaddyfile(t *testing.T) {
 
 	for _, tc := range []struct{ input, err string }{
 		{"vigil {\n alert \"x\" {\n metric count\n above ten\n }\n}", `above: "ten" is not a number, at Testfile:4`},
-		{"vigil {\n alert \"x\" {\n metric speed\n above 1\n }\n}", `alert "x" (line 2): metric: "speed"`},
+		{"vigil {\n alert \"x\" {\n metric speed\n above 1\n }\n}", `alert "x": metric: "speed": want count, error_rate, success_rate, latency_avg, latency_p50, latency_p90, latency_p99, unique_users, percent_change or absent, at Testfile:3`},
 		{"vigil {\n alert \"x\" {\n metric count\n }\n}", "threshold (above, below, at_least, at_most or equals): required"},
 		{"vigil {\n alert \"x\" {\n metric count\n above 1\n notify nowhere\n }\n}", `no channel named "nowhere"`},
 		{"vigil {\n alert \"x\" {\n metric count\n above 1\n window 3 days\n }\n}", `window: invalid duration "3"`},
