@@ -688,12 +688,18 @@ func (e *Engine) figures(c *cohortRule, cd *candidate, now time.Time) Figures {
 	return f
 }
 
-var userPlaceholder = regexp.MustCompile(`\{user\.([A-Za-z0-9_.-]+)\}`)
+var userPlaceholder = regexp.MustCompile(`\{(user|env)\.([A-Za-z0-9_.-]+)\}`)
 
-// expand replaces {user.FIELD} and {user.attributes.NAME}; unknown ones become empty.
+// expand replaces {user.FIELD} and {user.attributes.NAME} with the member's values, and
+// {env.NAME} with the environment variable, as Caddy's placeholders do elsewhere in the
+// config; unknown ones become empty.
 func expand(s string, u *User) string {
 	return userPlaceholder.ReplaceAllStringFunc(s, func(m string) string {
-		f := userPlaceholder.FindStringSubmatch(m)[1]
+		p := userPlaceholder.FindStringSubmatch(m)
+		if p[1] == "env" {
+			return os.Getenv(p[2])
+		}
+		f := p[2]
 		switch f {
 		case "id":
 			return u.ID

@@ -360,3 +360,18 @@ func TestMemberStateFollowsRegistry(t *testing.T) {
 		t.Fatalf("leaving acted: %+v", entered(b))
 	}
 }
+
+func TestExpandPlaceholders(t *testing.T) {
+	t.Setenv("VIGIL_TEST_CS", "cs@example.com")
+	u := &User{ID: "u-1", Name: "Ada", Email: "ada@example.com", Company: "acme", Plan: "free", Attributes: map[string]string{"se_email": "se@example.com"}}
+	for in, want := range map[string]string{
+		"Hi {user.name} ({user.id}, {user.company}, {user.plan})": "Hi Ada (u-1, acme, free)",
+		"{user.attributes.se_email}, {env.VIGIL_TEST_CS}":         "se@example.com, cs@example.com",
+		"{user.attributes.none}{user.nope}{env.VIGIL_TEST_UNSET}": "",
+		"{http.request.host} {user.email}":                        "{http.request.host} ada@example.com",
+	} {
+		if got := expand(in, u); got != want {
+			t.Errorf("expand(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
