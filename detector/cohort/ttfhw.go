@@ -22,6 +22,8 @@ import (
 // no entry: it counts and sums the hashes per bucket, and re-reads only the buckets whose
 // sum changed (an entry is never modified in place: an upsert puts a new one), plus a
 // few in rotation so that every bucket is read again within the hour whatever happens.
+// For a million users that is 33-39 ms a minute, 52 ms with 100 sign-ups in the minute,
+// and 130-155 ms for the first pass (BenchmarkNewUserTTFHWMillionUsers).
 type TTFHWSource struct {
 	store *detector.Store
 	reg   *Registry
@@ -58,7 +60,7 @@ type signupBucket struct {
 	n     int      // entries in the bucket at the last read
 	sum   uint64   // the sum of their hashes
 	floor int64    // users holds those signed up after this (Unix seconds)
-	users []signup // by hash
+	users []signup // in no order: the bucket is one range of hashes
 }
 
 // signup is a user who signed up after a bucket's floor.
