@@ -95,6 +95,7 @@ func newEngine(app *App, logger *slog.Logger) *engine {
 	e.rules = rules.NewEngine(e.store, rules.Options{History: app.EventHistory, Logger: logger})
 	e.registry = cohort.NewRegistry(app.MaxKeys)
 	e.cohorts = cohort.NewEngine(e.store, e.registry, e.rules.History(), logger)
+	e.rules.SetTTFHW(cohort.NewTTFHWSource(e.store, e.registry)) // metric ttfhw
 	e.loadRegistry(app.storage)
 	e.metrics = metrics.New(metrics.Options{MaxEndpoints: min(app.MaxSeries, 500)})
 	e.metrics.SetScrapeHook(e.reportMetrics)

@@ -44,7 +44,7 @@ func newAnomalyState(r *Rule) (*anomalyState, error) {
 	if st.dir, err = anomaly.ParseDirection(r.Direction); err != nil {
 		return nil, fieldErr("direction", "%v", err)
 	}
-	st.kind = anomaly.Continuous
+	st.kind = anomaly.Continuous // latency, ttfhw
 	if r.Metric == MetricCount {
 		st.kind = anomaly.Count
 	}
@@ -121,27 +121,34 @@ func (e *Engine) evaluateAnomaly(c *compiled, now time.Time, samples *sampler) (
 			if math.IsNaN(v) {
 				continue // latency of a minute without calls: nothing to learn
 			}
-			res := ag.det.Observe(at.Add(time.Minute), v)
-			ag.last = res
-			switch ag.al.Observe(res) {
-			case anomaly.Fired:
-				inst := &instance{group: g, state: alert.Firing, since: now, startedAt: now, lastNotified: now, value: v}
-				c.instances[g] = inst
-				events = append(events, e.anomalyEvent(c, inst, alert.Firing, res, now, samples))
-			case anomaly.Resolved:
-				if inst := c.instances[g]; inst != nil {
-					inst.value = v
-					events = append(events, e.anomalyEvent(c, inst, alert.Resolved, res, now, samples))
-					delete(c.instances, g)
-				}
-			default:
-				if inst := c.instances[g]; inst != nil {
-					inst.value = v
-				}
-			}
+			events = append(events, e.observeAnomaly(c, g, ag, at.Add(time.Minute), v, now, samples)...)
 		}
 	}
 	return events, nil
+}
+
+// observeAnomaly feeds one group's detector the value v of the minute ending at at, and
+// returns the event of the transition it makes, if any.
+func (e *Engine) observeAnomaly(c *compiled, g detector.Labels, ag *anomalyGroup, at time.Time, v float64, now time.Time, samples *sampler) []alert.Event {
+	res := ag.det.Observe(at, v)
+	ag.last = res
+	switch ag.al.Observe(res) {
+	case anomaly.Fired:
+		inst := &instance{group: g, state: alert.Firing, since: now, startedAt: now, lastNotified: now, value: v}
+		c.instances[g] = inst
+		return []alert.Event{e.anomalyEvent(c, inst, alert.Firing, res, now, samples)}
+	case anomaly.Resolved:
+		if inst := c.instances[g]; inst != nil {
+			inst.value = v
+			delete(c.instances, g)
+			return []alert.Event{e.anomalyEvent(c, inst, alert.Resolved, res, now, samples)}
+		}
+	default:
+		if inst := c.instances[g]; inst != nil {
+			inst.value = v
+		}
+	}
+	return nil
 }
 
 func (e *Engine) anomalyEvent(c *compiled, inst *instance, state alert.State, res anomaly.Result, now time.Time, samples *sampler) alert.Event {
@@ -163,9 +170,12 @@ func (e *Engine) anomalyEvent(c *compiled, inst *instance, state alert.State, re
 	if samples != nil {
 		ev.Samples = samples.get(c, inst.group)
 	}
-	unit := ""
-	if r.Metric == MetricLatency {
+	unit, series := "", r.Metric+" per minute"
+	switch r.Metric {
+	case MetricLatency:
 		unit = " ms"
+	case MetricTTFHW:
+		unit, series = " s", "median ttfhw of the users who signed up in the last "+FormatDuration(TTFHWSignupWindow)
 	}
 	what := "is abnormal"
 	switch {
@@ -176,7 +186,7 @@ func (e *Engine) anomalyEvent(c *compiled, inst *instance, state alert.State, re
 	case res.Direction == anomaly.Down:
 		what = "is abnormally low"
 	}
-	ev.Summary = r.Name + ": " + r.Metric + " per minute " + what + ": " + formatNumber(ev.Value) + unit +
+	ev.Summary = r.Name + ": " + series + " " + what + ": " + formatNumber(ev.Value) + unit +
 		", expected " + formatNumber(exp) + unit + " (" + formatNumber(ev.Band[0]) + " to " + formatNumber(ev.Band[1]) + ")"
 	if f := filterText(&r.Filter); f != "" {
 		ev.Summary += " [" + f + "]"

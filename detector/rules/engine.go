@@ -31,6 +31,7 @@ type Engine struct {
 	history     *History
 	correlation Correlation
 	incidents   map[string]*incident // open or recent incidents by correlation key
+	ttfhw       TTFHWSource          // metric ttfhw; nil: no user registry
 }
 
 // Options configure an Engine.
@@ -120,7 +121,7 @@ func (e *Engine) compile(r Rule, now time.Time) (*compiled, error) {
 	default:
 		c.need = detector.NeedCounts
 	}
-	if r.MinCalls > 0 || r.Metric == MetricErrorRate || r.Metric == MetricSuccessRate {
+	if (r.MinCalls > 0 && r.Metric != MetricTTFHW) || r.Metric == MetricErrorRate || r.Metric == MetricSuccessRate {
 		c.need |= detector.NeedTotals // ratios and min_calls count every call, not only matches
 	}
 	c.armedAt = now.Add(time.Duration(r.For))
@@ -146,10 +147,16 @@ func (e *Engine) compile(r Rule, now time.Time) (*compiled, error) {
 // incident stays open in a pager. Rules are validated first: on error nothing changes.
 func (e *Engine) SetRules(rs []Rule, now time.Time) error {
 	seen := map[string]bool{}
+	e.mu.Lock()
+	hasTTFHW := e.ttfhw != nil
+	e.mu.Unlock()
 	for i := range rs {
 		rs[i].Normalize()
 		if err := rs[i].Validate(); err != nil {
 			return fmt.Errorf("rule %q: %w", rs[i].Name, err)
+		}
+		if rs[i].Metric == MetricTTFHW && rs[i].Type != TypeCohort && !hasTTFHW {
+			return fmt.Errorf("rule %q: %w", rs[i].Name, errNoTTFHW)
 		}
 		if seen[rs[i].ID] {
 			return fmt.Errorf("rule %q: id %q is used by another rule", rs[i].Name, rs[i].ID)
@@ -238,6 +245,8 @@ func (e *Engine) Evaluate(now time.Time) {
 		var evs []alert.Event
 		var err error
 		switch {
+		case c.anomaly != nil && c.rule.Metric == MetricTTFHW:
+			evs, err = e.evaluateTTFHWAnomaly(c, now)
 		case c.anomaly != nil:
 			evs, err = e.evaluateAnomaly(c, now, samples)
 		case c.rule.Metric == MetricAbsent:
@@ -327,6 +336,18 @@ func (e *Engine) evaluate(c *compiled, now time.Time, samples *sampler) ([]alert
 			if _, ok := values[g]; !ok && b > 0 {
 				values[g] = obs{-100, r.MinCalls == 0}
 			}
+		}
+	} else if r.Metric == MetricTTFHW {
+		// Each user with calls matching the whole filter (min_calls of them) is judged on
+		// their time to first hello world now.
+		for i := range aggs {
+			a := &aggs[i]
+			ok := a.Count > 0 && a.Count >= uint64(r.MinCalls)
+			v := math.NaN()
+			if ok {
+				v = e.ttfhwValue(a.Group.User, now)
+			}
+			values[a.Group] = obs{v, ok}
 		}
 	} else {
 		for i := range aggs {
@@ -557,6 +578,8 @@ func summary(r *Rule, ev *alert.Event, group detector.DimSet) string {
 		b.WriteByte('%')
 	case MetricLatencyAvg, MetricLatencyP50, MetricLatencyP90, MetricLatencyP99:
 		b.WriteString(" ms")
+	case MetricTTFHW:
+		b.WriteString(" s")
 	}
 	b.WriteString(" in ")
 	b.WriteString(r.Window.String())

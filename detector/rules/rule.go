@@ -41,6 +41,13 @@ const (
 	// MetricAbsent fires when no call matched the filter for the rule's "for" (per group:
 	// a group seen in the lookback that went silent), and resolves on the next call.
 	MetricAbsent = "absent"
+	// MetricTTFHW is time to first hello world, in seconds: from a user's sign-up
+	// (created_at in the user registry, or the first call when unknown) to the first
+	// call answered 1xx-3xx, or the time so far without one. As a static metric it is
+	// each user's own (the rule groups by user; only users with calls matching the
+	// filter in the window are judged); as an anomaly metric it is one series, the
+	// median over the users who signed up in the last TTFHWSignupWindow.
+	MetricTTFHW = "ttfhw"
 )
 
 // Rule is an alert rule, in the JSON shape of SPEC section 4. The Caddyfile alert blocks,
@@ -56,7 +63,10 @@ type Rule struct {
 	Type string `json:"type,omitempty"`
 	// Metric is what is measured. Static: count, error_rate, success_rate (percentages),
 	// latency_avg, latency_p50, latency_p90, latency_p99 (milliseconds), unique_users,
-	// percent_change (percent, this window against the one before or Compare ago).
+	// percent_change (percent, this window against the one before or Compare ago),
+	// absent, ttfhw (seconds: each user's time to first hello world; needs group_by
+	// ["user"]). Anomaly: count, latency, ttfhw (the median time to first hello world of
+	// the users who signed up in the last 7 days).
 	Metric string `json:"metric"`
 	// Filter selects the calls the rule looks at. For error_rate and success_rate the
 	// status filter says which calls count as errors (successes) among all that match the
@@ -74,7 +84,11 @@ type Rule struct {
 	// For is how long the condition must hold before the alert fires (default 0s).
 	For Duration `json:"for,omitzero"`
 	// MinCalls is the number of calls the window must hold for the condition to be
-	// evaluated at all, so that ratios on tiny traffic do not fire.
+	// evaluated at all, so that ratios on tiny traffic do not fire. It counts the calls
+	// matching the filter apart from its status, except for metric ttfhw, where it counts
+	// each user's calls matching the whole filter ("more than 5 answered 400" is status
+	// 400 and min_calls 6). For an anomaly rule of metric ttfhw it is the least number
+	// of users who signed up in the last 7 days for a minute to be judged (default 1).
 	MinCalls int `json:"min_calls,omitempty"`
 	// Throttle is the least time between two notifications of one instance while it is
 	// firing (repeats); empty: no repeats. "once": only the first firing of each group is
@@ -278,14 +292,19 @@ func (r *Rule) validateStatic() error {
 	}
 	switch r.Metric {
 	case MetricCount, MetricErrorRate, MetricSuccessRate, MetricLatencyAvg, MetricLatencyP50,
-		MetricLatencyP90, MetricLatencyP99, MetricUniqueUsers, MetricPercentChange:
+		MetricLatencyP90, MetricLatencyP99, MetricUniqueUsers, MetricPercentChange, MetricTTFHW:
 	case "":
 		return fieldErr("metric", "required")
 	default:
-		return fieldErr("metric", "%q: want count, error_rate, success_rate, latency_avg, latency_p50, latency_p90, latency_p99, unique_users, percent_change or absent", r.Metric)
+		return fieldErr("metric", "%q: want count, error_rate, success_rate, latency_avg, latency_p50, latency_p90, latency_p99, unique_users, percent_change, absent or ttfhw", r.Metric)
 	}
 	if err := r.validateCommon(); err != nil {
 		return err
+	}
+	if r.Metric == MetricTTFHW && (len(r.GroupBy) != 1 || r.GroupBy[0] != "user") {
+		// A company has no time to first hello world of its own, and other dimensions
+		// would repeat one user's value once per endpoint or status.
+		return fieldErr("group_by", "metric ttfhw is each user's own: want [\"user\"]")
 	}
 	if r.Window <= 0 {
 		return fieldErr("window", "must be positive")
@@ -477,14 +496,26 @@ func ParseRelativeTime(v string, now time.Time) (time.Time, error) {
 
 func (r *Rule) validateAnomaly() error {
 	switch r.Metric {
-	case MetricCount, MetricLatency:
+	case MetricCount, MetricLatency, MetricTTFHW:
 	case "":
 		return fieldErr("metric", "required")
 	default:
-		return fieldErr("metric", "%q: anomaly rules measure count or latency", r.Metric)
+		return fieldErr("metric", "%q: anomaly rules measure count, latency or ttfhw", r.Metric)
 	}
 	if err := r.validateCommon(); err != nil {
 		return err
+	}
+	if r.Metric == MetricTTFHW {
+		// One series over the user registry: there are no calls to filter or group.
+		if r.Filter.Dims() != 0 {
+			return fieldErr("filter", "metric ttfhw (anomaly) is the median over the users who signed up in the last 7 days: no filter")
+		}
+		if len(r.GroupBy) > 0 {
+			return fieldErr("group_by", "metric ttfhw (anomaly) is one series: no group_by")
+		}
+		if r.MinCalls < 0 {
+			return fieldErr("min_calls", "must not be negative")
+		}
 	}
 	switch r.Sensitivity {
 	case "slight", "moderate", "severe":
