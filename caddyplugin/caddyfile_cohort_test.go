@@ -515,3 +515,32 @@ func TestCohortCaddyfileValidate(t *testing.T) {
 		t.Fatalf("validate %s: %v", out, err)
 	}
 }
+
+// The two ttfhw rules of the customer-success issue in the Caddyfile: a new user with
+// more than 5 400s and a TTFHW over 5 minutes; this week's new users' median TTFHW
+// abnormally long.
+func TestTTFHWCaddyfile(t *testing.T) {
+	const src = "vigil {\n alert \"slow start\" {\n metric ttfhw\n status 400\n group_by user\n window 1h\n min_calls 6\n above 300\n throttle once\n }\n alert \"slow week\" {\n anomaly moderate\n metric ttfhw\n direction up\n min_calls 5\n }\n}"
+	var a App
+	if err := a.UnmarshalCaddyfile(caddyfile.NewTestDispenser(src)); err != nil {
+		t.Fatal(err)
+	}
+	want := []rules.Rule{
+		{ID: "slow-start", Name: "slow start", Type: "static", Metric: "ttfhw", Filter: detector.Filter{Status: "400"},
+			GroupBy: []string{"user"}, Window: rules.Duration(time.Hour), MinCalls: 6, Comparator: ">", Threshold: ptr(300.0),
+			Throttle: rules.Throttle{Once: true}, Severity: "warning"},
+		{ID: "slow-week", Name: "slow week", Type: "anomaly", Metric: "ttfhw", Sensitivity: "moderate", Direction: "up", MinCalls: 5, Severity: "warning"},
+	}
+	if !reflect.DeepEqual(a.Alerts, want) {
+		got, _ := json.Marshal(a.Alerts)
+		exp, _ := json.Marshal(want)
+		t.Fatalf("got  %s\nwant %s", got, exp)
+	}
+	for i := range a.Alerts {
+		r := a.Alerts[i]
+		r.Normalize()
+		if err := r.Validate(); err != nil {
+			t.Errorf("rule %q: %v", r.Name, err)
+		}
+	}
+}

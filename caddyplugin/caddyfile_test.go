@@ -285,7 +285,7 @@ func TestAlertsAndChannelsCaddyfile(t *testing.T) {
 
 	for _, tc := range []struct{ input, err string }{
 		{"vigil {\n alert \"x\" {\n metric count\n above ten\n }\n}", `above: "ten" is not a number, at Testfile:4`},
-		{"vigil {\n alert \"x\" {\n metric speed\n above 1\n }\n}", `alert "x": metric: "speed": want count, error_rate, success_rate, latency_avg, latency_p50, latency_p90, latency_p99, unique_users, percent_change or absent, at Testfile:3`},
+		{"vigil {\n alert \"x\" {\n metric speed\n above 1\n }\n}", `alert "x": metric: "speed": want count, error_rate, success_rate, latency_avg, latency_p50, latency_p90, latency_p99, unique_users, percent_change, absent or ttfhw, at Testfile:3`},
 		{"vigil {\n alert \"x\" {\n metric count\n }\n}", "threshold (above, below, at_least, at_most or equals): required"},
 		{"vigil {\n alert \"x\" {\n metric count\n above 1\n notify nowhere\n }\n}", `no channel named "nowhere"`},
 		{"vigil {\n alert \"x\" {\n metric count\n above 1\n window 3 days\n }\n}", `window: invalid duration "3"`},

@@ -2,8 +2,6 @@ package cohort
 
 import (
 	"cmp"
-	"hash/maphash"
-	"slices"
 	"sync"
 	"time"
 
@@ -15,59 +13,31 @@ import (
 // and anomaly rules) from a registry and a store: package rules cannot import this one,
 // so the gateway hands it one with rules.Engine.SetTTFHW. Safe for concurrent use.
 //
-// The anomaly series needs the sign-up times of this week's users every minute. Reading
-// every user's entry is one cache miss each (some 100-300 ms for a million users), so the
-// source keeps the recent sign-ups itself, in TTFHWBuckets buckets by a hash of each
-// entry's address, and each minute makes one pass over the registry's map that touches
-// no entry: it counts and sums the hashes per bucket, and re-reads only the buckets whose
-// sum changed (an entry is never modified in place: an upsert puts a new one), plus a
-// few in rotation so that every bucket is read again within the hour whatever happens.
-// For a million users that is 33-39 ms a minute, 52 ms with 100 sign-ups in the minute,
-// and 130-155 ms for the first pass (BenchmarkNewUserTTFHWMillionUsers).
+// The anomaly series needs the sign-up times of this week's users every minute: one pass
+// over the registry's slab, which holds users in slot order, so the pass reads memory in
+// order, and the sample of at most TTFHWSample is a heap (5-10 ms a minute for a
+// million users, 16 ms for a new rule's 24 hours of history:
+// BenchmarkNewUserTTFHWMillionUsers, BenchmarkNewUserTTFHWBackfill).
 type TTFHWSource struct {
 	store *detector.Store
 	reg   *Registry
 
-	mu      sync.Mutex
-	buckets [TTFHWBuckets]signupBucket
-	n       [TTFHWBuckets]int // scratch of a pass
-	sum     [TTFHWBuckets]uint64
-	refresh [TTFHWBuckets]bool
-	next    int // the next bucket to re-read in rotation
-	warm    bool
+	mu  sync.Mutex
+	buf []signup // scratch of a pass: the sample, at most TTFHWSample
 }
-
-// TTFHWBuckets is the number of buckets the source keeps recent sign-ups in: a new or
-// changed user costs re-reading the registry entries of its bucket, a 16384th of them.
-const TTFHWBuckets = 1 << ttfhwBucketBits
-
-const ttfhwBucketBits = 14
-
-// ttfhwRotation is how many buckets each pass re-reads whether or not they changed, so
-// that all are re-read within an hour of one pass a minute (a safety net against an
-// address reused by another user's entry between two passes).
-const ttfhwRotation = (TTFHWBuckets + 59) / 60
 
 // TTFHWSample is the most users the median of recent sign-ups is computed over. Beyond
-// it, a fixed sample is taken: the users whose entries hash lowest, so that the same
-// users are in it from one minute to the next and sampling adds no jitter of its own to
-// the series. 4096 users put the sample median within about 1.6 percentiles of the
-// true one (two standard errors).
+// it, a fixed sample is taken: the users whose registry slots hash lowest, so that the
+// same users are in it from one minute to the next (until a Load gives users new slots)
+// and sampling adds no jitter of its own to the series. 4096 users put the sample median
+// within about 1.6 percentiles of the true one (two standard errors).
 const TTFHWSample = 4096
 
-// signupBucket is what the source knows of one bucket's registry entries.
-type signupBucket struct {
-	n     int      // entries in the bucket at the last read
-	sum   uint64   // the sum of their hashes
-	floor int64    // users holds those signed up after this (Unix seconds)
-	users []signup // in no order: the bucket is one range of hashes
-}
-
-// signup is a user who signed up after a bucket's floor.
+// signup is a user who signed up in the span of a series.
 type signup struct {
-	id      string
-	hash    uint64
-	created int64 // Unix seconds
+	slot    int32
+	hash    uint64 // of the slot, for the sample
+	created int64  // Unix seconds
 }
 
 // NewTTFHWSource returns a source over a registry and a store.
@@ -79,44 +49,73 @@ func NewTTFHWSource(store *detector.Store, reg *Registry) *TTFHWSource {
 // created_at, or the first call when unknown, to the first success or now); false when
 // nothing is known of the user.
 func (s *TTFHWSource) UserTTFHW(user string, now time.Time) (time.Duration, bool) {
-	cd := candidate{id: user, store: s.store, kind: detector.DimUser}
+	cd := candidate{id: user, slot: -1, store: s.store, kind: detector.DimUser}
 	s.reg.mu.RLock()
-	cd.user = s.reg.users[user]
+	if _, u := s.reg.lookup(user); u != nil {
+		copied := *u
+		cd.user = &copied
+	}
 	s.reg.mu.RUnlock()
 	return cd.ttfhw(now.Unix())
 }
 
 // NewUserTTFHW returns, for each time T in at (ascending), the median time to first
-// hello world at T of the registered users whose created_at lies in (T-signup, T]: for
+// hello world at T of the registered users whose created_at lies in (T-within, T]: for
 // each, from created_at to the first success if it came by T, else to T (the time so
 // far). Users without a sign-up time are nobody's new users and are left out. Beyond
 // TTFHWSample users in the span of all the times, the median is over a fixed sample and
 // Users is scaled up from it.
-func (s *TTFHWSource) NewUserTTFHW(at []time.Time, signup time.Duration) []rules.TTFHWMedian {
+func (s *TTFHWSource) NewUserTTFHW(at []time.Time, within time.Duration) []rules.TTFHWMedian {
 	out := make([]rules.TTFHWMedian, len(at))
 	if len(at) == 0 {
 		return out
 	}
-	lo := at[0].Add(-signup).Unix() // exclusive
+	lo := at[0].Add(-within).Unix() // exclusive
 	hi := at[len(at)-1].Unix()      // inclusive
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.update(lo)
-	sample, total := s.sample(lo, hi)
-	if len(sample) == 0 {
+	// The sample is a max-heap on the hash: a user enters it while it is not full, or
+	// in place of the highest hash when its own is lower.
+	users := s.buf[:0]
+	total := 0
+	r := s.reg
+	r.mu.RLock()
+	for i := range r.entries {
+		c := r.entries[i].created
+		if c <= lo || c > hi {
+			continue
+		}
+		total++
+		u := signupOf(int32(i), c)
+		switch {
+		case len(users) < TTFHWSample:
+			users = append(users, u)
+			siftUp(users, len(users)-1)
+		case u.hash < users[0].hash:
+			users[0] = u
+			siftDown(users, 0)
+		}
+	}
+	ids := make([]string, len(users))
+	for i := range users {
+		ids[i] = r.ids[users[i].slot]
+	}
+	r.mu.RUnlock()
+	s.buf = users[:0]
+	if len(users) == 0 {
 		return out
 	}
-	first2xx := make([]int64, len(sample))
-	for i := range sample {
-		_, first2xx[i], _ = s.store.FirstCalls(detector.DimUser, sample[i].id)
+	first2xx := make([]int64, len(users))
+	for i, id := range ids {
+		_, first2xx[i], _ = s.store.FirstCalls(detector.DimUser, id)
 	}
-	scale := float64(total) / float64(len(sample))
-	buf := make([]int64, 0, len(sample))
+	scale := float64(total) / float64(len(users))
+	buf := make([]int64, 0, len(users))
 	for k, t := range at {
-		end, start := t.Unix(), t.Add(-signup).Unix()
+		end, start := t.Unix(), t.Add(-within).Unix()
 		buf = buf[:0]
-		for i := range sample {
-			u := &sample[i]
+		for i := range users {
+			u := &users[i]
 			if u.created <= start || u.created > end {
 				continue
 			}
@@ -133,92 +132,83 @@ func (s *TTFHWSource) NewUserTTFHW(at []time.Time, signup time.Duration) []rules
 	return out
 }
 
-// sampleSeed hashes entry addresses: fixed for the process, so that buckets and the
-// sample stay the same from one pass to the next.
-var sampleSeed = maphash.MakeSeed()
+// signupOf returns the signup of a slot, with the slot's hash (a 64-bit mix of it, so
+// that the lowest hashes are a sample spread over all slots).
+func signupOf(slot int32, created int64) signup {
+	h := uint64(slot) + 0x9E3779B97F4A7C15
+	h = (h ^ (h >> 30)) * 0xBF58476D1CE4E5B9
+	h = (h ^ (h >> 27)) * 0x94D049BB133111EB
+	return signup{slot: slot, hash: h ^ (h >> 31), created: created}
+}
 
-// update brings the buckets up to date with the registry, keeping in each the users
-// signed up after lo (or after an earlier floor, for a bucket not re-read). s.mu held.
-func (s *TTFHWSource) update(lo int64) {
-	// Read in the first pass whatever the sums: every bucket the first time, a few in
-	// rotation, and any whose users do not reach back to lo.
-	for b := range s.buckets {
-		s.refresh[b] = !s.warm || s.buckets[b].floor > lo
-	}
-	if s.warm {
-		for k := 0; k < ttfhwRotation; k++ {
-			s.refresh[s.next] = true
-			s.next = (s.next + 1) % TTFHWBuckets
+// siftUp and siftDown keep h a max-heap on the hash.
+func siftUp(h []signup, i int) {
+	for i > 0 {
+		p := (i - 1) / 2
+		if h[p].hash >= h[i].hash {
+			return
 		}
-	}
-	s.warm = true
-	for b := range s.buckets {
-		if s.refresh[b] {
-			s.buckets[b].users, s.buckets[b].floor = s.buckets[b].users[:0], lo
-		}
-	}
-	r := s.reg
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	// The first pass hashes each entry's address (not its id: another cache miss) and
-	// reads the sign-up time only of the entries of buckets being re-read.
-	clear(s.n[:])
-	clear(s.sum[:])
-	for id, u := range r.users {
-		h := maphash.Comparable(sampleSeed, u)
-		b := h >> (64 - ttfhwBucketBits)
-		s.n[b]++
-		s.sum[b] += h
-		if s.refresh[b] && u.created > lo {
-			s.buckets[b].users = append(s.buckets[b].users, signup{id: id, hash: h, created: u.created})
-		}
-	}
-	// Buckets whose entries changed since they were read are read again.
-	again := false
-	for b := range s.buckets {
-		bk := &s.buckets[b]
-		changed := !s.refresh[b] && (bk.n != s.n[b] || bk.sum != s.sum[b])
-		if changed {
-			bk.users, bk.floor = bk.users[:0], lo
-			again = true
-		}
-		s.refresh[b] = changed
-		bk.n, bk.sum = s.n[b], s.sum[b]
-	}
-	if again {
-		for id, u := range r.users {
-			h := maphash.Comparable(sampleSeed, u)
-			b := h >> (64 - ttfhwBucketBits)
-			if s.refresh[b] && u.created > lo {
-				s.buckets[b].users = append(s.buckets[b].users, signup{id: id, hash: h, created: u.created})
-			}
-		}
+		h[p], h[i] = h[i], h[p]
+		i = p
 	}
 }
 
-// sample returns the users signed up in (lo, hi] with the lowest hashes, at most
-// TTFHWSample, and how many signed up in that span. s.mu held.
-func (s *TTFHWSource) sample(lo, hi int64) ([]signup, int) {
-	var out []signup
-	total := 0
-	for b := range s.buckets { // each bucket holds a range of hashes, in order
-		start := len(out)
-		for _, u := range s.buckets[b].users {
-			if u.created <= lo || u.created > hi {
-				continue
+func siftDown(h []signup, i int) {
+	for {
+		l, big := 2*i+1, i
+		if l < len(h) && h[l].hash > h[big].hash {
+			big = l
+		}
+		if r := l + 1; r < len(h) && h[r].hash > h[big].hash {
+			big = r
+		}
+		if big == i {
+			return
+		}
+		h[i], h[big] = h[big], h[i]
+		i = big
+	}
+}
+
+// nthFunc reorders v so that v[k] is the element it would be were v sorted by cmp, with
+// none greater before it and none smaller after (quickselect).
+func nthFunc[T any](v []T, k int, cmp func(a, b T) int) {
+	lo, hi := 0, len(v)-1
+	for lo < hi {
+		mid := lo + (hi-lo)/2
+		if cmp(v[mid], v[lo]) < 0 {
+			v[mid], v[lo] = v[lo], v[mid]
+		}
+		if cmp(v[hi], v[lo]) < 0 {
+			v[hi], v[lo] = v[lo], v[hi]
+		}
+		if cmp(v[hi], v[mid]) < 0 {
+			v[hi], v[mid] = v[mid], v[hi]
+		}
+		p := v[mid]
+		i, j := lo, hi
+		for i <= j {
+			for cmp(v[i], p) < 0 {
+				i++
 			}
-			total++
-			if start < TTFHWSample {
-				out = append(out, u)
+			for cmp(v[j], p) > 0 {
+				j--
+			}
+			if i <= j {
+				v[i], v[j] = v[j], v[i]
+				i++
+				j--
 			}
 		}
-		if start < TTFHWSample && len(out) > TTFHWSample {
-			// The bucket that fills the sample: its users of lowest hash.
-			slices.SortFunc(out[start:], func(x, y signup) int { return cmp.Compare(x.hash, y.hash) })
-			out = out[:TTFHWSample]
+		switch {
+		case k <= j:
+			hi = j
+		case k >= i:
+			lo = i
+		default:
+			return
 		}
 	}
-	return out, total
 }
 
 // median returns the median of v in seconds (of an even count, the mean of the middle
@@ -238,46 +228,9 @@ func median(v []int64) time.Duration {
 	return time.Duration(float64(lower+m) / 2 * float64(time.Second))
 }
 
-// nth reorders v so that v[k] is the value it would have were v sorted, with no larger
-// value before it and no smaller one after (quickselect), and returns v[k].
+// nth reorders v as nthFunc does and returns v[k].
 func nth(v []int64, k int) int64 {
-	lo, hi := 0, len(v)-1
-	for lo < hi {
-		// Median of three as the pivot: sorted or constant input stays linear.
-		mid := lo + (hi-lo)/2
-		if v[mid] < v[lo] {
-			v[mid], v[lo] = v[lo], v[mid]
-		}
-		if v[hi] < v[lo] {
-			v[hi], v[lo] = v[lo], v[hi]
-		}
-		if v[hi] < v[mid] {
-			v[hi], v[mid] = v[mid], v[hi]
-		}
-		p := v[mid]
-		i, j := lo, hi
-		for i <= j {
-			for v[i] < p {
-				i++
-			}
-			for v[j] > p {
-				j--
-			}
-			if i <= j {
-				v[i], v[j] = v[j], v[i]
-				i++
-				j--
-			}
-		}
-		switch {
-		case k <= j:
-			hi = j
-		case k >= i:
-			lo = i
-		default:
-			return v[k]
-		}
-	}
+	nthFunc(v, k, cmp.Compare[int64])
 	return v[k]
 }
 
