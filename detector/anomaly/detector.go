@@ -69,7 +69,7 @@ const (
 	slowRate        = 0.05 // slow level whose records are also scored (about 20 points)
 	slowDiscount    = 1.0  // further digits off its records: its values are not independent
 
-	agreeShare = 0.05 // a family of tests that agrees with the strongest adds this share ...
+	agreeShare = 0.05 // the level or record family agreeing with the strongest adds this share ...
 	agreeFloor = 1.0  // ... of its surprise beyond this many digits
 
 	unitSeconds = 300.0 // surprise is counted per 5 minutes: finer series pay log10(unit/dt)
@@ -513,11 +513,14 @@ func (r *records) add(v float64, minSpan float64, learn bool) {
 
 // agree scores a point on its three families of tests (point, level, record), given their
 // surprises and the sides (signs) they see it on: the strongest one's surprise, plus
-// agreeShare of what each other family that sees it on the same side says beyond
-// agreeFloor digits. The families are far from independent (a spike is a point and often
-// a record), so agreement earns a small share, not the sum; but a point that only one
-// family finds unusual is the commonest false alarm, and one that several find, slightly
-// more often a real change. It returns the score in digits and the side.
+// agreeShare of what the level and the record families, when they are not the strongest
+// and see the point on the same side, say beyond agreeFloor digits. The families are far
+// from independent (a spike is a point and often a record), so agreement earns a small
+// share, not the sum; but a point that only one family finds unusual is the commonest
+// false alarm, and one that persists (the level) or goes where the series has not been
+// (a record) is more often a real change. The point family adds nothing to the others:
+// the fast level moved because of the points. It returns the score in digits and the
+// side.
 func agree(s, side [3]float64) (float64, float64) {
 	k := 0
 	for i := 1; i < len(s); i++ {
@@ -526,7 +529,7 @@ func agree(s, side [3]float64) (float64, float64) {
 		}
 	}
 	best := s[k]
-	for i := range s {
+	for i := 1; i < len(s); i++ { // the level and the record families
 		if i != k && s[i] > agreeFloor && (side[i] > 0) == (side[k] > 0) {
 			best += agreeShare * (s[i] - agreeFloor)
 		}
