@@ -96,7 +96,7 @@ const (
 	// Moderate: the default; score 0.38, about one false alert per series-month of
 	// per-minute traffic.
 	Moderate Sensitivity = iota
-	// Slight: score 0.33; more alerts (about two per series-month), and earlier.
+	// Slight: score 0.335; more alerts (about two per series-month), and earlier.
 	Slight
 	// Severe: score 0.53; only clear-cut anomalies (two or three per series-year).
 	Severe
@@ -133,7 +133,7 @@ func (s Sensitivity) String() string {
 // the series' own learnt noise), so these say how rare a point must be to alert. They were chosen on the NAB development
 // corpus and the synthetic API traffic set (bench/nab/README.md), once for all series.
 const (
-	SlightThreshold   = 0.33
+	SlightThreshold   = 0.335
 	ModerateThreshold = 0.38
 	SevereThreshold   = 0.53
 )

@@ -69,6 +69,9 @@ const (
 	slowRate        = 0.05 // slow level whose records are also scored (about 20 points)
 	slowDiscount    = 1.0  // further digits off its records: its values are not independent
 
+	agreeShare = 0.05 // the level or record family agreeing with the strongest adds this share ...
+	agreeFloor = 1.0  // ... of its surprise beyond this many digits
+
 	unitSeconds = 300.0 // surprise is counted per 5 minutes: finer series pay log10(unit/dt)
 	onsetFloor  = 0.3   // an episode is a stretch of points scoring above this ...
 	onsetQuiet  = 100   // ... ended by this many points in a row at or below it;
@@ -306,13 +309,7 @@ func (d *Detector) Observe(t time.Time, v float64) Result {
 		// partial return to normal: it only counts when both see it on the same side.
 		point := both(surprise[statStep], surprise[statUsual], x[statStep], x[statUsual])
 		lvl := both(surprise[statChange], surprise[statDrift], x[statChange], x[statDrift])
-		best, side := point, x[statUsual]
-		if lvl > point {
-			best, side = lvl, x[statDrift]
-		}
-		if record > best {
-			best, side = record, recSide
-		}
+		best, side := agree([3]float64{point, lvl, record}, [3]float64{x[statUsual], x[statDrift], recSide})
 		if silence := d.silent * math.Log10E * silenceShare; silence > best {
 			best, side = silence, -1
 		}
@@ -512,6 +509,32 @@ func (r *records) add(v float64, minSpan float64, learn bool) {
 	if r.n++; r.n >= recordBlock {
 		r.before, r.now, r.n = r.now, [2]float64{v, v}, 0
 	}
+}
+
+// agree scores a point on its three families of tests (point, level, record), given their
+// surprises and the sides (signs) they see it on: the strongest one's surprise, plus
+// agreeShare of what the level and the record families, when they are not the strongest
+// and see the point on the same side, say beyond agreeFloor digits. The families are far
+// from independent (a spike is a point and often a record), so agreement earns a small
+// share, not the sum; but a point that only one family finds unusual is the commonest
+// false alarm, and one that persists (the level) or goes where the series has not been
+// (a record) is more often a real change. The point family adds nothing to the others:
+// the fast level moved because of the points. It returns the score in digits and the
+// side.
+func agree(s, side [3]float64) (float64, float64) {
+	k := 0
+	for i := 1; i < len(s); i++ {
+		if s[i] > s[k] {
+			k = i
+		}
+	}
+	best := s[k]
+	for i := 1; i < len(s); i++ { // the level and the record families
+		if i != k && s[i] > agreeFloor && (side[i] > 0) == (side[k] > 0) {
+			best += agreeShare * (s[i] - agreeFloor)
+		}
+	}
+	return best, side[k]
 }
 
 // both is the smaller of two surprises if their statistics x and y are on the same side,
