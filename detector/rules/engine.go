@@ -235,11 +235,19 @@ func (e *Engine) Rules() []Rule {
 // Evaluate evaluates every enabled rule at now, and notifies the resulting events.
 func (e *Engine) Evaluate(now time.Time) {
 	e.mu.Lock()
-	var events []alert.Event
 	samples := &sampler{store: e.store}
-	for _, c := range e.rules {
+	// Rules are evaluated in the order of the series they read (see Locality), and
+	// their events kept in the order of the rules.
+	order := make([]int, len(e.rules))
+	for i := range order {
+		order[i] = i
+	}
+	sort.SliceStable(order, func(a, b int) bool { return e.rules[order[a]].locality() < e.rules[order[b]].locality() })
+	perRule := make([][]alert.Event, len(e.rules))
+	for _, i := range order {
+		c := e.rules[i]
 		if !c.rule.IsEnabled() {
-			events = append(events, e.resolveAll(c, now, "rule disabled")...)
+			perRule[i] = e.resolveAll(c, now, "rule disabled")
 			continue
 		}
 		var evs []alert.Event
@@ -257,12 +265,25 @@ func (e *Engine) Evaluate(now time.Time) {
 		if err != nil {
 			e.logger.Warn("evaluating rule", "rule", c.rule.ID, "error", err)
 		}
+		perRule[i] = evs
+	}
+	var events []alert.Event
+	for _, evs := range perRule {
 		events = append(events, evs...)
 	}
 	n := e.notifier
 	open := e.correlate(events, now)
 	e.mu.Unlock()
 	e.dispatch(n, events, open)
+}
+
+// locality is where the series the rule reads start in the store (Selection.Locality);
+// rules without a selection of their own come last.
+func (c *compiled) locality() int {
+	if c.sel == nil {
+		return math.MaxInt
+	}
+	return c.sel.Locality()
 }
 
 // value computes the rule's metric over one group's aggregate; NaN when there is no data.

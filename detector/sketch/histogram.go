@@ -1,6 +1,7 @@
 package sketch
 
 import (
+	"cmp"
 	"encoding/binary"
 	"fmt"
 	"math"
@@ -192,7 +193,11 @@ func (h *Histogram) Merge(o *Histogram) {
 		o = h.Clone()
 	}
 	if h.count <= digitMask && o.count <= digitMask && h.count+o.count <= digitMask {
-		h.mergeSmall(o)
+		if 4*len(o.bins) < len(h.bins) {
+			h.mergeFew(o)
+		} else {
+			h.mergeSmall(o)
+		}
 		return
 	}
 	size := h.mergedSize(o)
@@ -254,6 +259,26 @@ func (h *Histogram) mergeSmall(o *Histogram) {
 			h.bins[w] = o.bins[j]
 			j--
 		}
+	}
+	h.count += o.count
+}
+
+// mergeFew is mergeSmall for an o of a few bins merged into a larger h (a bucket of a few
+// calls into a window's aggregate): each bin of o is found by binary search, so that
+// merging many small histograms into one costs the size of the small ones, not that of
+// the large one each time. Every bin is one word (counts fit digitMask).
+func (h *Histogram) mergeFew(o *Histogram) {
+	lo := 0
+	for _, w := range o.bins {
+		key := w >> countBits
+		i, found := slices.BinarySearchFunc(h.bins[lo:], key, func(b, k uint32) int { return cmp.Compare(b>>countBits, k) })
+		i += lo
+		if found {
+			h.bins[i] += w & digitMask
+		} else {
+			h.bins = slices.Insert(h.bins, i, w)
+		}
+		lo = i + 1
 	}
 	h.count += o.count
 }

@@ -231,7 +231,7 @@ func TestHistogramMergeEqualsAddingAll(t *testing.T) {
 				weights[i] = 1 + r.Uint64N(maxWeight)
 				all.AddN(v, weights[i])
 			}
-			for _, parts := range []int{2, 7, 60} {
+			for _, parts := range []int{2, 7, 60, 2000} { // 2000: parts of a few bins (mergeFew)
 				hs := make([]Histogram, parts)
 				for i, v := range values {
 					hs[r.IntN(parts)].AddN(v, weights[i])
