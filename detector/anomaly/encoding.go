@@ -11,7 +11,7 @@ import (
 // and the state as fixed-size little-endian fields in the order of Detector.fields.
 const (
 	encodingMagic   = "VGAD"
-	encodingVersion = 3
+	encodingVersion = 2
 )
 
 // codec visits every field of a Detector's state, in a fixed order, to encode or decode it.
@@ -47,10 +47,14 @@ func (d *Detector) fields(c codec) {
 	d.values.fields(c)
 	d.slowRange.fields(c)
 	for i := range d.tails {
-		d.tails[i].fields(c)
+		t := &d.tails[i]
+		for _, f := range []*float64{&t.rate, &t.n, &t.k, &t.run} {
+			c.f64(f)
+		}
+		for j := range t.beyond {
+			c.f64(&t.beyond[j])
+		}
 	}
-	d.ctxs.fields(c)
-	d.ctxTail.fields(c)
 	c.f32s(d.daily[:])
 	c.f32s(d.weekly[:])
 }
@@ -66,28 +70,6 @@ func (r *records) fields(c codec) {
 		c.f64(&r.gap[k])
 		c.f64(&r.k[k])
 	}
-}
-
-func (t *tail) fields(c codec) {
-	for _, f := range []*float64{&t.rate, &t.n, &t.k, &t.run} {
-		c.f64(f)
-	}
-	for j := range t.beyond {
-		c.f64(&t.beyond[j])
-	}
-}
-
-func (x *contexts) fields(c codec) {
-	for _, g := range []*[ctxWords]uint64{&x.cur, &x.old} {
-		for j := range g {
-			c.u64(&g[j])
-		}
-	}
-	c.u64(&x.hist)
-	c.u32(&x.ctx)
-	c.u32(&x.fill)
-	c.u32(&x.seen)
-	c.f64(&x.usual)
 }
 
 type encoder struct{ b []byte }
@@ -154,7 +136,7 @@ func (c *floatChecker) f32s(v []float32) {
 }
 
 // AppendBinary appends the detector's configuration and state to b, in a versioned binary
-// form that UnmarshalBinary reads back (3820 bytes). It implements
+// form that UnmarshalBinary reads back (2928 bytes). It implements
 // encoding.BinaryAppender.
 func (d *Detector) AppendBinary(b []byte) ([]byte, error) {
 	return encode(b, encodingMagic, encodingVersion, func(e *encoder) { d.fields(e) }), nil
@@ -231,10 +213,7 @@ func (d *Detector) validate() error {
 			return errors.New("anomaly: detector state: record range out of range")
 		}
 	}
-	if x := d.ctxs; x.ctx >= ctxMod || x.fill >= ctxGen || x.seen > ctxMemory || !(x.usual >= 0 && x.usual <= 1) {
-		return errors.New("anomaly: detector state: contexts out of range")
-	}
-	for _, t := range append(d.tails[:], d.ctxTail) {
+	for _, t := range d.tails {
 		if !(t.rate > 0 && t.rate <= 1 && t.run >= 0 && t.n >= 0 && t.n <= tailMemory && t.k >= 0 && t.k <= peakMemory) {
 			return errors.New("anomaly: detector state: tail model out of range")
 		}
