@@ -130,9 +130,11 @@ type Detector struct {
 	serr     [3]float64 // mean absolute error of sbase[k] + season k
 	gateTime float64    // seconds of error measurement so far
 
-	tails  [2 * numStats]tail // [stat*2 + side], side 0 up, 1 down
-	daily  [dailySlots]float32
-	weekly [weeklySlots]float32
+	tails   [2 * numStats]tail // [stat*2 + side], side 0 up, 1 down
+	ctxs    contexts           // novelty of the contexts of the deseasonalised values
+	ctxTail tail               // upper tail of the context novelty
+	daily   [dailySlots]float32
+	weekly  [weeklySlots]float32
 }
 
 // New returns a detector for one series. It panics if cfg holds an unknown Kind or
@@ -145,6 +147,7 @@ func New(cfg Config) *Detector {
 	for i := range d.tails {
 		d.tails[i] = newTail()
 	}
+	d.ctxs, d.ctxTail = newContexts(), newTail()
 	return d
 }
 
@@ -292,6 +295,22 @@ func (d *Detector) Observe(t time.Time, v float64) Result {
 	d.values.add(yr, span, d.n > recordBlock)
 	d.slowRange.add(d.slow, span, d.n > recordBlock)
 
+	// Contexts: every 5 minutes (every point of a coarser series), the mean deseasonalised
+	// value quantised within its range, and how many of the recent sequences of levels
+	// are new. Stepping in time, not points, keeps the novelty of a per-minute series as
+	// rare a 5 minutes as that of a 5-minute one (surprise is counted per unit of time).
+	lo, hi := min(d.values.now[0], d.values.before[0]), max(d.values.now[1], d.values.before[1])
+	d.ctxs.sum += yr
+	d.ctxs.cnt++
+	d.ctxs.secs += gap
+	xc, fresh, novelty := 0.0, false, 0.0
+	if d.ctxs.secs >= unitSeconds {
+		xc = max(d.ctxs.observe(ctxLevel(d.ctxs.sum/d.ctxs.cnt, lo, hi, span)), 0)
+		d.ctxs.sum, d.ctxs.cnt, d.ctxs.secs = 0, 0, 0
+		fresh = true
+		novelty = d.ctxTail.surprise(xc)
+	}
+
 	var surprise [numStats]float64
 	for s := range x {
 		if x[s] >= 0 {
@@ -309,7 +328,7 @@ func (d *Detector) Observe(t time.Time, v float64) Result {
 		// partial return to normal: it only counts when both see it on the same side.
 		point := both(surprise[statStep], surprise[statUsual], x[statStep], x[statUsual])
 		lvl := both(surprise[statChange], surprise[statDrift], x[statChange], x[statDrift])
-		best, side := agree([3]float64{point, lvl, record}, [3]float64{x[statUsual], x[statDrift], recSide})
+		best, side := agree([4]float64{point, lvl, record, novelty}, [4]float64{x[statUsual], x[statDrift], recSide, x[statUsual]})
 		if silence := d.silent * math.Log10E * silenceShare; silence > best {
 			best, side = silence, -1
 		}
@@ -349,6 +368,9 @@ func (d *Detector) Observe(t time.Time, v float64) Result {
 		}
 		d.tails[2*s].update(max(x[s], 0))
 		d.tails[2*s+1].update(max(-x[s], 0))
+	}
+	if d.n > tailsAfter && fresh {
+		d.ctxTail.update(xc)
 	}
 	early := d.n <= 30
 	a := max(1/float64(d.n-1), scaleRate)
@@ -432,6 +454,7 @@ func (d *Detector) learnSeason(y, gap float64, seas [3]float64, ds, ws int) {
 			for i := range d.tails {
 				d.tails[i] = newTail()
 			}
+			d.ctxs, d.ctxTail = newContexts(), newTail()
 			// Deseasonalised values are on another scale: their ranges start afresh.
 			yr := y - seas[next]
 			d.values = newRecords(yr)
@@ -511,17 +534,17 @@ func (r *records) add(v float64, minSpan float64, learn bool) {
 	}
 }
 
-// agree scores a point on its three families of tests (point, level, record), given their
-// surprises and the sides (signs) they see it on: the strongest one's surprise, plus
-// agreeShare of what the level and the record families, when they are not the strongest
-// and see the point on the same side, say beyond agreeFloor digits. The families are far
-// from independent (a spike is a point and often a record), so agreement earns a small
-// share, not the sum; but a point that only one family finds unusual is the commonest
-// false alarm, and one that persists (the level) or goes where the series has not been
-// (a record) is more often a real change. The point family adds nothing to the others:
-// the fast level moved because of the points. It returns the score in digits and the
-// side.
-func agree(s, side [3]float64) (float64, float64) {
+// agree scores a point on its four families of tests (point, level, record, context),
+// given their surprises and the sides (signs) they see it on: the strongest one's
+// surprise, plus agreeShare of what the level, the record and the context families, when
+// they are not the strongest and see the point on the same side, say beyond agreeFloor
+// digits. The families are far from independent (a spike is a point and often a record),
+// so agreement earns a small share, not the sum; but a point that only one family finds
+// unusual is the commonest false alarm, and one that persists (the level), goes where the
+// series has not been (a record) or makes a pattern it has not shown lately (new
+// contexts) is more often a real change. The point family adds nothing to the others: the
+// fast level moved because of the points. It returns the score in digits and the side.
+func agree(s, side [4]float64) (float64, float64) {
 	k := 0
 	for i := 1; i < len(s); i++ {
 		if s[i] > s[k] {
@@ -529,7 +552,7 @@ func agree(s, side [3]float64) (float64, float64) {
 		}
 	}
 	best := s[k]
-	for i := 1; i < len(s); i++ { // the level and the record families
+	for i := 1; i < len(s); i++ { // the level, record and context families
 		if i != k && s[i] > agreeFloor && (side[i] > 0) == (side[k] > 0) {
 			best += agreeShare * (s[i] - agreeFloor)
 		}

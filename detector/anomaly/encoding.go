@@ -11,7 +11,7 @@ import (
 // and the state as fixed-size little-endian fields in the order of Detector.fields.
 const (
 	encodingMagic   = "VGAD"
-	encodingVersion = 2
+	encodingVersion = 3
 )
 
 // codec visits every field of a Detector's state, in a fixed order, to encode or decode it.
@@ -47,14 +47,10 @@ func (d *Detector) fields(c codec) {
 	d.values.fields(c)
 	d.slowRange.fields(c)
 	for i := range d.tails {
-		t := &d.tails[i]
-		for _, f := range []*float64{&t.rate, &t.n, &t.k, &t.run} {
-			c.f64(f)
-		}
-		for j := range t.beyond {
-			c.f64(&t.beyond[j])
-		}
+		d.tails[i].fields(c)
 	}
+	d.ctxs.fields(c)
+	d.ctxTail.fields(c)
 	c.f32s(d.daily[:])
 	c.f32s(d.weekly[:])
 }
@@ -69,6 +65,30 @@ func (r *records) fields(c codec) {
 	for k := range 2 {
 		c.f64(&r.gap[k])
 		c.f64(&r.k[k])
+	}
+}
+
+func (t *tail) fields(c codec) {
+	for _, f := range []*float64{&t.rate, &t.n, &t.k, &t.run} {
+		c.f64(f)
+	}
+	for j := range t.beyond {
+		c.f64(&t.beyond[j])
+	}
+}
+
+func (x *contexts) fields(c codec) {
+	for _, g := range []*[ctxWords]uint64{&x.cur, &x.old} {
+		for j := range g {
+			c.u64(&g[j])
+		}
+	}
+	c.u64(&x.hist)
+	c.u32(&x.ctx)
+	c.u32(&x.fill)
+	c.u32(&x.seen)
+	for _, f := range []*float64{&x.usual, &x.sum, &x.cnt, &x.secs} {
+		c.f64(f)
 	}
 }
 
@@ -136,7 +156,7 @@ func (c *floatChecker) f32s(v []float32) {
 }
 
 // AppendBinary appends the detector's configuration and state to b, in a versioned binary
-// form that UnmarshalBinary reads back (2928 bytes). It implements
+// form that UnmarshalBinary reads back (3844 bytes). It implements
 // encoding.BinaryAppender.
 func (d *Detector) AppendBinary(b []byte) ([]byte, error) {
 	return encode(b, encodingMagic, encodingVersion, func(e *encoder) { d.fields(e) }), nil
@@ -213,7 +233,10 @@ func (d *Detector) validate() error {
 			return errors.New("anomaly: detector state: record range out of range")
 		}
 	}
-	for _, t := range d.tails {
+	if x := d.ctxs; x.ctx >= ctxMod || x.fill >= ctxGen || x.seen > ctxMemory || !(x.usual >= 0 && x.usual <= 1) || x.cnt < 0 || x.secs < 0 {
+		return errors.New("anomaly: detector state: contexts out of range")
+	}
+	for _, t := range append(d.tails[:], d.ctxTail) {
 		if !(t.rate > 0 && t.rate <= 1 && t.run >= 0 && t.n >= 0 && t.n <= tailMemory && t.k >= 0 && t.k <= peakMemory) {
 			return errors.New("anomaly: detector state: tail model out of range")
 		}
