@@ -268,6 +268,11 @@ type Selection struct {
 	seen    int
 	first   int // the place in the view's list of the first series matched; -1: none
 	matched []selected
+	// aggs are the aggregates of the last call, reused by the next; groups indexes
+	// them by group.
+	aggs   []*Aggregate
+	nAggs  int
+	groups map[Labels]*Aggregate
 }
 
 type selected struct {
@@ -337,6 +342,10 @@ func (sel *Selection) Aggregate(window time.Duration, end time.Time, need Need) 
 // AggregateReaching is Aggregate at the resolution that reaches back reach (at least
 // window) from end, so that two windows compared with each other (this week and the
 // same window a week ago) are measured alike.
+//
+// The Latency histograms of the result belong to the selection: its next call that
+// needs them reuses them (a rule evaluated every tick allocates none), so a caller
+// copies what must outlive that call.
 func (sel *Selection) AggregateReaching(window time.Duration, end time.Time, reach time.Duration, need Need) ([]Aggregate, error) {
 	s := sel.store
 	s.Flush()
@@ -358,7 +367,8 @@ func (sel *Selection) AggregateReaching(window time.Duration, end time.Time, rea
 	var spanBuf [8]span
 	spans := splitSpans(spanBuf[:0], v.res, ri, from*v.res[ri].secs, (to+1)*v.res[ri].secs)
 	statusFiltered := sel.filter != nil && sel.filter.Dims().Has(DimStatus)
-	var groups map[Labels]*Aggregate
+	sel.nAggs = 0
+	clear(sel.groups)
 	var single *Aggregate // the one group of an ungrouped selection
 	startAt := end.Add(-window).Unix()
 	skipMisses := statusFiltered && !need.totals()
@@ -371,7 +381,7 @@ func (sel *Selection) AggregateReaching(window time.Duration, end time.Time, rea
 		for _, sp := range spans {
 			m.s.rings[sp.ri].window(sp.from, sp.to, func(b *bucket) {
 				if a == nil {
-					a = sel.groupFor(&m.s.labels, &single, &groups, statusFiltered, need)
+					a = sel.groupFor(&m.s.labels, &single, statusFiltered, need)
 				}
 				addBucket(a, b, m.hit)
 			})
@@ -382,7 +392,7 @@ func (sel *Selection) AggregateReaching(window time.Duration, end time.Time, rea
 	if single != nil && single.Total > 0 {
 		out = append(out, *single)
 	}
-	for _, a := range groups {
+	for _, a := range sel.groups {
 		if a.Total > 0 {
 			out = append(out, *a)
 		}
@@ -390,31 +400,44 @@ func (sel *Selection) AggregateReaching(window time.Duration, end time.Time, rea
 	return out, nil
 }
 
-func (sel *Selection) groupFor(l *Labels, single **Aggregate, groups *map[Labels]*Aggregate, statusFiltered bool, need Need) *Aggregate {
-	newAgg := func(g Labels) *Aggregate {
-		a := &Aggregate{Group: g, statusFiltered: statusFiltered}
-		if need.latency() {
-			a.Latency = &sketch.Histogram{}
-		}
-		if need.callers() {
-			a.Callers = &sketch.HLL{}
-		}
-		return a
+// newAgg returns an empty aggregate for group g, reusing one of the last call's (and its
+// sketches, when this call needs them too).
+func (sel *Selection) newAgg(g Labels, statusFiltered bool, need Need) *Aggregate {
+	if sel.nAggs == len(sel.aggs) {
+		sel.aggs = append(sel.aggs, &Aggregate{})
 	}
+	a := sel.aggs[sel.nAggs]
+	sel.nAggs++
+	lat := a.Latency
+	*a = Aggregate{Group: g, statusFiltered: statusFiltered}
+	if need.latency() {
+		if lat == nil {
+			lat = &sketch.Histogram{}
+		}
+		lat.Reset()
+		a.Latency = lat
+	}
+	if need.callers() {
+		a.Callers = &sketch.HLL{}
+	}
+	return a
+}
+
+func (sel *Selection) groupFor(l *Labels, single **Aggregate, statusFiltered bool, need Need) *Aggregate {
 	if sel.group == 0 {
 		if *single == nil {
-			*single = newAgg(Labels{})
+			*single = sel.newAgg(Labels{}, statusFiltered, need)
 		}
 		return *single
 	}
 	g := l.Project(sel.group)
-	if *groups == nil {
-		*groups = make(map[Labels]*Aggregate)
+	if sel.groups == nil {
+		sel.groups = make(map[Labels]*Aggregate)
 	}
-	a := (*groups)[g]
+	a := sel.groups[g]
 	if a == nil {
-		a = newAgg(g)
-		(*groups)[g] = a
+		a = sel.newAgg(g, statusFiltered, need)
+		sel.groups[g] = a
 	}
 	return a
 }
