@@ -223,6 +223,7 @@ type FieldError struct {
 	Err   error
 }
 
+// Error names the field and says what is wrong with it.
 func (e *FieldError) Error() string { return e.Field + ": " + e.Err.Error() }
 
 // Unwrap returns the underlying error.

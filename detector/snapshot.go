@@ -128,6 +128,7 @@ type SnapshotError struct {
 	Err     error
 }
 
+// Error names the section, record and offset found wrong.
 func (e *SnapshotError) Error() string {
 	where := "section " + e.Section
 	if e.Section == "header" || e.Section == "checksum" {
@@ -139,6 +140,7 @@ func (e *SnapshotError) Error() string {
 	return fmt.Sprintf("detector: bad snapshot: %s, at offset %d: %v", where, e.Offset, e.Err)
 }
 
+// Unwrap returns the underlying error.
 func (e *SnapshotError) Unwrap() error { return e.Err }
 
 // Is makes every SnapshotError match ErrBadSnapshot.

@@ -154,6 +154,7 @@ type NotRunningError struct {
 	Reason  string
 }
 
+// Error says that Caddy is not running at the address, and how to start it.
 func (e *NotRunningError) Error() string {
 	return fmt.Sprintf("Caddy is not running at %s (%s): start it, or give its admin address with --address or its config with --config", e.Address, e.Reason)
 }

@@ -87,6 +87,7 @@ type ItemError struct {
 	Err   error
 }
 
+// Error names the user by its index in the batch, and the field.
 func (e *ItemError) Error() string { return fmt.Sprintf("[%d].%s: %v", e.Index, e.Field, e.Err) }
 
 // Unwrap returns the underlying error.
