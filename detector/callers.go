@@ -19,10 +19,14 @@ const (
 
 // CallerCounts are the counts of one caller in one hour or one day.
 type CallerCounts struct {
+	// Calls counts every call; OK those answered with 1xx to 3xx, Status4 with 4xx,
+	// Status5 with 5xx or not answered at all.
 	Calls   uint32 `json:"calls"`
-	OK      uint32 `json:"ok"` // answered with 1xx to 3xx
+	OK      uint32 `json:"ok"`
 	Status4 uint32 `json:"4xx"`
-	Status5 uint32 `json:"5xx"` // 5xx, or no answer at all
+	Status5 uint32 `json:"5xx"`
+	// Blocked and Limited count the calls refused by the block list, and by a rate limit
+	// or quota.
 	Blocked uint32 `json:"blocked"`
 	Limited uint32 `json:"limited"`
 }
@@ -78,9 +82,12 @@ type topFailures [TopFailures]Failing
 
 // Failing is an endpoint and status that a caller's calls failed with, and how often.
 type Failing struct {
+	// Endpoint is the normalised endpoint ("/users/{id}"), Status the status code (0:
+	// no answer from the upstream).
 	Endpoint string `json:"endpoint"`
 	Status   int    `json:"status"`
-	Count    uint32 `json:"count"`
+	// Count is how many of the caller's calls failed so (may overstate, see TopFailures).
+	Count uint32 `json:"count"`
 }
 
 func (t *topFailures) add(endpoint string, status int) { t.addN(endpoint, status, 1) }

@@ -79,6 +79,7 @@ func (r *Registry) SetAlertsFiring(firing map[string]int) {
 // that go down mean the channel was created anew, on a reload for example: the exposed
 // counters keep what was counted before and go on from there, so they never go down.
 type ChannelStats struct {
+	// Channel is the channel's name (the channel label).
 	Channel string
 	// QueueLength is how many notifications wait, the one in flight included.
 	QueueLength int

@@ -101,25 +101,34 @@ type Event struct {
 
 // Email is a message to an API user (a behavioral e-mail of a cohort rule).
 type Email struct {
-	To      []string `json:"to"`
-	Cc      []string `json:"cc,omitempty"`
-	Bcc     []string `json:"bcc,omitempty"`
-	Subject string   `json:"subject"`
-	Text    string   `json:"text"`
-	HTML    string   `json:"html,omitempty"`
+	// To, Cc and Bcc are the recipients' addresses (To is the user).
+	To  []string `json:"to"`
+	Cc  []string `json:"cc,omitempty"`
+	Bcc []string `json:"bcc,omitempty"`
+	// Subject is the subject line, placeholders filled.
+	Subject string `json:"subject"`
+	// Text and HTML are the plain-text and HTML parts (HTML empty: text only).
+	Text string `json:"text"`
+	HTML string `json:"html,omitempty"`
 }
 
 // Sample is one recorded call shown with an event.
 type Sample struct {
-	Time      time.Time `json:"time"`
-	Method    string    `json:"method"`
-	Path      string    `json:"path"`
-	Status    int       `json:"status"`
-	LatencyMS float64   `json:"latency_ms"`
-	User      string    `json:"user,omitempty"`
-	Company   string    `json:"company,omitempty"`
-	Upstream  string    `json:"upstream,omitempty"`
-	RequestID string    `json:"request_id,omitempty"`
+	// Time is when the call arrived.
+	Time time.Time `json:"time"`
+	// Method and Path are the request's (the path as called, not normalised).
+	Method string `json:"method"`
+	Path   string `json:"path"`
+	// Status is the answer's status code (0: no answer from the upstream).
+	Status int `json:"status"`
+	// LatencyMS is the time to answer, in milliseconds.
+	LatencyMS float64 `json:"latency_ms"`
+	// User, Company and Upstream identify the caller and where the call went.
+	User     string `json:"user,omitempty"`
+	Company  string `json:"company,omitempty"`
+	Upstream string `json:"upstream,omitempty"`
+	// RequestID is Caddy's request id, to find the call in the access log.
+	RequestID string `json:"request_id,omitempty"`
 }
 
 // Delivery statuses recorded on an event.

@@ -653,7 +653,8 @@ type Figures struct {
 	// Calls, Errors4xx and Errors5xx count the member's calls over the behaviour's window
 	// (7 days without one); Matched counts those the behaviour's filter selects.
 	Calls, Errors4xx, Errors5xx, Matched uint64
-	// TopEndpoint and TopStatus are what the member's failing calls got most.
+	// TopEndpoint and TopStatus are what the member's failing calls got most;
+	// TopFailing lists the most frequent failing endpoint and status pairs, most first.
 	TopEndpoint string
 	TopStatus   int
 	TopFailing  []detector.Failing
@@ -763,9 +764,13 @@ func (e *Engine) dispatch(n alert.Notifier, events []alert.Event) {
 
 // Member is a cohort member as the API lists it.
 type Member struct {
-	ID        string     `json:"id"`
-	EnteredAt time.Time  `json:"entered_at"`
-	ActedAt   *time.Time `json:"acted_at,omitempty"`
+	// ID is the user or company id.
+	ID string `json:"id"`
+	// EnteredAt is when it entered the cohort (this time: a member that left and came
+	// back has entered again).
+	EnteredAt time.Time `json:"entered_at"`
+	// ActedAt is when the rule last acted on it (e-mail, notification); nil: never.
+	ActedAt *time.Time `json:"acted_at,omitempty"`
 }
 
 // Members returns a rule's members, oldest first; false when there is no such cohort
@@ -874,16 +879,22 @@ func (e *Engine) OptOuts() []string {
 // State is the engine's memory, for storage: the opt-out list, and per rule its members
 // and whom it acted on.
 type State struct {
-	OptOut []string    `json:"opt_out"`
-	Rules  []RuleState `json:"rules"`
+	// OptOut is the opt-out list: e-mail addresses (lower case) and user ids.
+	OptOut []string `json:"opt_out"`
+	// Rules are the cohort rules' members and whom they acted on.
+	Rules []RuleState `json:"rules"`
 }
 
 // RuleState is one rule's part of State.
 type RuleState struct {
-	ID          string           `json:"id"`
-	Fingerprint string           `json:"fingerprint"`
-	Members     map[string]int64 `json:"members"`
-	Acted       map[string]int64 `json:"acted"`
+	// ID and Fingerprint identify the rule and its definition: members are restored
+	// only into the same definition, whom it acted on into any rule of the same id.
+	ID          string `json:"id"`
+	Fingerprint string `json:"fingerprint"`
+	// Members maps each member to when it entered, Acted each member acted on to when
+	// (Unix seconds).
+	Members map[string]int64 `json:"members"`
+	Acted   map[string]int64 `json:"acted"`
 }
 
 // State returns the engine's state.

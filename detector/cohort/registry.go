@@ -82,9 +82,12 @@ func (r *Registry) lookup(id string) (int32, *entry) {
 
 // ItemError says which user of a batch is wrong, and which field.
 type ItemError struct {
+	// Index is the user's place in the batch (from 0).
 	Index int
+	// Field is the JSON name of the field found wrong.
 	Field string
-	Err   error
+	// Err says what is wrong.
+	Err error
 }
 
 // Error names the user by its index in the batch, and the field.
