@@ -373,7 +373,7 @@ func (sel *Selection) AggregateReaching(window time.Duration, end time.Time, rea
 	startAt := end.Add(-window).Unix()
 	skipMisses := statusFiltered && !need.totals()
 	for _, m := range sel.matched {
-		if m.s.dead.Load() || m.s.newest.Load() < startAt || (skipMisses && !m.hit) {
+		if (skipMisses && !m.hit) || m.s.dead.Load() || m.s.newest.Load() < startAt {
 			continue // nothing in the window, not wanted, or the series is gone
 		}
 		m.s.mu.Lock()
@@ -388,7 +388,7 @@ func (sel *Selection) AggregateReaching(window time.Duration, end time.Time, rea
 		}
 		m.s.mu.Unlock()
 	}
-	var out []Aggregate
+	out := make([]Aggregate, 0, sel.nAggs)
 	if single != nil && single.Total > 0 {
 		out = append(out, *single)
 	}

@@ -80,6 +80,16 @@ type compiled struct {
 	overflow  uint64
 	anomaly   *anomalyState // anomaly rules only
 	armedAt   time.Time     // absence rules: not before it has watched for "for"
+	// values and keys are a tick's observations per group, kept for the next tick to
+	// reuse their memory.
+	values map[detector.Labels]obs
+	keys   []detector.Labels
+}
+
+// obs is a group's value in one tick.
+type obs struct {
+	value float64
+	ok    bool // enough calls to judge
 }
 
 // instance is one alert instance: a rule and one group's values.
@@ -325,11 +335,11 @@ func (e *Engine) evaluate(c *compiled, now time.Time, samples *sampler) ([]alert
 	if err != nil {
 		return nil, err
 	}
-	type obs struct {
-		value float64
-		ok    bool // enough calls to judge
+	if c.values == nil {
+		c.values = make(map[detector.Labels]obs, len(aggs))
 	}
-	values := make(map[detector.Labels]obs, len(aggs))
+	values := c.values
+	clear(values)
 	if r.Metric == MetricPercentChange {
 		compare := time.Duration(r.Compare)
 		if compare == 0 {
@@ -386,10 +396,11 @@ func (e *Engine) evaluate(c *compiled, now time.Time, samples *sampler) ([]alert
 			values[g] = obs{c.emptyValue(), r.MinCalls == 0}
 		}
 	}
-	keys := make([]detector.Labels, 0, len(values))
+	keys := c.keys[:0]
 	for g := range values {
 		keys = append(keys, g)
 	}
+	c.keys = keys
 	sortLabels(keys, c.group)
 	var events []alert.Event
 	for _, g := range keys {
