@@ -164,7 +164,7 @@ func (c *floatChecker) f32s(v []float32) {
 }
 
 // AppendBinary appends the detector's configuration and state to b, in a versioned binary
-// form that UnmarshalBinary reads back (3844 bytes). It implements
+// form that UnmarshalBinary reads back (3984 bytes). It implements
 // encoding.BinaryAppender.
 func (d *Detector) AppendBinary(b []byte) ([]byte, error) {
 	return encode(b, encodingMagic, encodingVersion, func(e *encoder) { d.fields(e) }), nil
