@@ -69,6 +69,12 @@ const (
 	slowRate        = 0.05 // slow level whose records are also scored (about 20 points)
 	slowDiscount    = 1.0  // further digits off its records: its values are not independent
 
+	dayQuantum    = 4.0  // yesterday's deviations are kept in steps of 1/dayQuantum sigma ...
+	dayEmpty      = -128 // ... as bytes, this one marking an empty slot
+	dayLearnAfter = 20   // 5-minute steps compared before the change's tails learn ...
+	dayScoreAfter = 50   // ... and before it is scored
+	dayStepsCap   = 1 << 20
+
 	agreeShare = 0.05 // the level or record family agreeing with the strongest adds this share ...
 	agreeFloor = 1.0  // ... of its surprise beyond this many digits
 
@@ -130,11 +136,15 @@ type Detector struct {
 	serr     [3]float64 // mean absolute error of sbase[k] + season k
 	gateTime float64    // seconds of error measurement so far
 
-	tails   [2 * numStats]tail // [stat*2 + side], side 0 up, 1 down
-	ctxs    contexts           // novelty of the contexts of the deseasonalised values
-	ctxTail tail               // upper tail of the context novelty
-	daily   [dailySlots]float32
-	weekly  [weeklySlots]float32
+	tails    [2 * numStats]tail // [stat*2 + side], side 0 up, 1 down
+	ctxs     contexts           // novelty of the contexts of the deseasonalised values
+	ctxTail  tail               // upper tail of the context novelty
+	dayTail  [2]tail            // tails of the change since yesterday, up and down
+	dayScale float64            // mean size of the change since yesterday (usual sigmas)
+	daySteps uint32             // 5-minute steps compared with yesterday (capped)
+	yday     [dailySlots]int8   // yesterday's deviation from the usual value per 5-minute slot
+	daily    [dailySlots]float32
+	weekly   [weeklySlots]float32
 }
 
 // New returns a detector for one series. It panics if cfg holds an unknown Kind or
@@ -148,6 +158,10 @@ func New(cfg Config) *Detector {
 		d.tails[i] = newTail()
 	}
 	d.ctxs, d.ctxTail = newContexts(), newTail()
+	d.dayTail = [2]tail{newTail(), newTail()}
+	for i := range d.yday {
+		d.yday[i] = dayEmpty
+	}
 	return d
 }
 
@@ -304,8 +318,10 @@ func (d *Detector) Observe(t time.Time, v float64) Result {
 	d.ctxs.cnt++
 	d.ctxs.secs += gap
 	xc, fresh, novelty := 0.0, false, 0.0
+	xday, daily := 0.0, 0.0 // change since yesterday (in its scales) and its surprise
 	if d.ctxs.secs >= unitSeconds {
 		xc = max(d.ctxs.observe(ctxLevel(d.ctxs.sum/d.ctxs.cnt, lo, hi, span)), 0)
+		xday, daily = d.sinceYesterday((d.ctxs.sum/d.ctxs.cnt-d.long)/math.Hypot(sig, sigDev), ds)
 		d.ctxs.sum, d.ctxs.cnt, d.ctxs.secs = 0, 0, 0
 		fresh = true
 		novelty = d.ctxTail.surprise(xc)
@@ -328,7 +344,9 @@ func (d *Detector) Observe(t time.Time, v float64) Result {
 		// partial return to normal: it only counts when both see it on the same side.
 		point := both(surprise[statStep], surprise[statUsual], x[statStep], x[statUsual])
 		lvl := both(surprise[statChange], surprise[statDrift], x[statChange], x[statDrift])
-		best, side := agree([4]float64{point, lvl, record, novelty}, [4]float64{x[statUsual], x[statDrift], recSide, x[statUsual]})
+		// A break of the daily pattern counts when the point is unusual too.
+		yesterday := both(daily, surprise[statUsual], xday, x[statUsual])
+		best, side := agree([5]float64{point, lvl, record, novelty, yesterday}, [5]float64{x[statUsual], x[statDrift], recSide, x[statUsual], xday})
 		if silence := d.silent * math.Log10E * silenceShare; silence > best {
 			best, side = silence, -1
 		}
@@ -544,7 +562,7 @@ func (r *records) add(v float64, minSpan float64, learn bool) {
 // series has not been (a record) or makes a pattern it has not shown lately (new
 // contexts) is more often a real change. The point family adds nothing to the others: the
 // fast level moved because of the points. It returns the score in digits and the side.
-func agree(s, side [4]float64) (float64, float64) {
+func agree(s, side [5]float64) (float64, float64) {
 	k := 0
 	for i := 1; i < len(s); i++ {
 		if s[i] > s[k] {
@@ -558,6 +576,35 @@ func agree(s, side [4]float64) (float64, float64) {
 		}
 	}
 	return best, side[k]
+}
+
+// sinceYesterday compares dev, the deviation of the last 5 minutes from the usual value
+// (in sigmas of the usual test), with the deviation stored in slot ds a day ago, and stores
+// dev there. It returns the change in its learnt scale and its surprise (0 while the
+// tails are young or the slot is empty). Deviations are kept in quarter sigmas, as bytes.
+func (d *Detector) sinceYesterday(dev float64, ds int) (float64, float64) {
+	x, s := 0.0, 0.0
+	if prev := d.yday[ds]; prev != dayEmpty {
+		diff := dev - float64(prev)/dayQuantum
+		sc := max(d.dayScale, 1/dayQuantum)
+		x = diff / sc
+		side := 0
+		if x < 0 {
+			side = 1
+		}
+		if d.daySteps > dayScoreAfter {
+			s = d.dayTail[side].surprise(math.Abs(x))
+		}
+		d.daySteps = min(d.daySteps+1, dayStepsCap)
+		e := min(math.Abs(diff)*1.2533, scaleClip*sc)
+		d.dayScale += max(1/float64(d.daySteps), scaleRate) * (e - d.dayScale)
+		if d.daySteps > dayLearnAfter {
+			d.dayTail[0].update(max(x, 0))
+			d.dayTail[1].update(max(-x, 0))
+		}
+	}
+	d.yday[ds] = int8(max(-127, min(127, math.Round(dev*dayQuantum))))
+	return x, s
 }
 
 // both is the smaller of two surprises if their statistics x and y are on the same side,

@@ -11,7 +11,7 @@ import (
 // and the state as fixed-size little-endian fields in the order of Detector.fields.
 const (
 	encodingMagic   = "VGAD"
-	encodingVersion = 3
+	encodingVersion = 4
 )
 
 // codec visits every field of a Detector's state, in a fixed order, to encode or decode it.
@@ -51,6 +51,16 @@ func (d *Detector) fields(c codec) {
 	}
 	d.ctxs.fields(c)
 	d.ctxTail.fields(c)
+	for i := range d.dayTail {
+		d.dayTail[i].fields(c)
+	}
+	c.f64(&d.dayScale)
+	c.u32(&d.daySteps)
+	for i := range d.yday {
+		b := uint8(d.yday[i])
+		c.u8(&b)
+		d.yday[i] = int8(b)
+	}
 	c.f32s(d.daily[:])
 	c.f32s(d.weekly[:])
 }
@@ -72,9 +82,7 @@ func (t *tail) fields(c codec) {
 	for _, f := range []*float64{&t.rate, &t.n, &t.k, &t.run} {
 		c.f64(f)
 	}
-	for j := range t.beyond {
-		c.f64(&t.beyond[j])
-	}
+	c.f32s(t.beyond[:])
 }
 
 func (x *contexts) fields(c codec) {
@@ -156,7 +164,7 @@ func (c *floatChecker) f32s(v []float32) {
 }
 
 // AppendBinary appends the detector's configuration and state to b, in a versioned binary
-// form that UnmarshalBinary reads back (3844 bytes). It implements
+// form that UnmarshalBinary reads back (3984 bytes). It implements
 // encoding.BinaryAppender.
 func (d *Detector) AppendBinary(b []byte) ([]byte, error) {
 	return encode(b, encodingMagic, encodingVersion, func(e *encoder) { d.fields(e) }), nil
@@ -236,7 +244,10 @@ func (d *Detector) validate() error {
 	if x := d.ctxs; x.ctx >= ctxMod || x.fill >= ctxGen || x.seen > ctxMemory || !(x.usual >= 0 && x.usual <= 1) || x.cnt < 0 || x.secs < 0 {
 		return errors.New("anomaly: detector state: contexts out of range")
 	}
-	for _, t := range append(d.tails[:], d.ctxTail) {
+	if !(d.dayScale >= 0) || d.daySteps > dayStepsCap {
+		return errors.New("anomaly: detector state: daily change out of range")
+	}
+	for _, t := range append(d.tails[:], d.ctxTail, d.dayTail[0], d.dayTail[1]) {
 		if !(t.rate > 0 && t.rate <= 1 && t.run >= 0 && t.n >= 0 && t.n <= tailMemory && t.k >= 0 && t.k <= peakMemory) {
 			return errors.New("anomaly: detector state: tail model out of range")
 		}

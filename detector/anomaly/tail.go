@@ -32,7 +32,7 @@ const ln10 = 2.302585092994046
 // alarming on every one.
 type tail struct {
 	rate   float64           // share of points beyond tailStart
-	beyond [tailBins]float64 // share of peaks beyond each edge
+	beyond [tailBins]float32 // share of peaks beyond each edge (float32: shares of a few hundred peaks)
 	n      float64           // points seen (capped at tailMemory)
 	k      float64           // peaks seen (capped at peakMemory)
 	run    float64           // highest point of the current run beyond tailStart, 0 outside
@@ -41,7 +41,7 @@ type tail struct {
 func newTail() tail {
 	t := tail{rate: tailRate0}
 	for j, e := range tailEdges {
-		t.beyond[j] = max(math.Exp(-e/tailExcess0), minShare)
+		t.beyond[j] = float32(max(math.Exp(-e/tailExcess0), minShare))
 	}
 	return t
 }
@@ -57,8 +57,9 @@ func (t *tail) segments(f func(e0, l0, slope, e1 float64) bool) {
 	prevE, prevL := 0.0, 0.0
 	tailSlope := -1 / tailExcess0
 	for j, edge := range tailEdges {
-		l := math.Log(t.beyond[j])
-		seen := t.beyond[j] >= resolved
+		b := float64(t.beyond[j])
+		l := math.Log(b)
+		seen := b >= resolved
 		slope := (l - prevL) / (edge - prevE)
 		if !seen {
 			slope = min((math.Log(resolved)-prevL)/(edge-prevE), -math.Ln2/edge)
@@ -137,6 +138,6 @@ func (t *tail) learnPeak(x float64) {
 		if e > edge {
 			hit = 1
 		}
-		t.beyond[j] += a * (hit - t.beyond[j])
+		t.beyond[j] += float32(a * (hit - float64(t.beyond[j])))
 	}
 }
