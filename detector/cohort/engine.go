@@ -817,7 +817,7 @@ func (e *Engine) Preview(ruleID, userID string, now time.Time) (*alert.Email, er
 		if c.rule.EmailUser == nil {
 			return nil, errors.New("the rule sends no e-mail to users (no email_user)")
 		}
-		cd := e.candidate(userID)
+		cd := userCandidate(e.store, e.registry, userID)
 		return e.render(c, &cd, now)
 	}
 	return nil, fmt.Errorf("no cohort rule with id %q", ruleID)
@@ -826,21 +826,21 @@ func (e *Engine) Preview(ruleID, userID string, now time.Time) (*alert.Email, er
 // TTFHW returns a user's time to first hello world at now (see candidate.ttfhw) and
 // whether it is done (the user has had a success).
 func (e *Engine) TTFHW(userID string, now time.Time) (d time.Duration, done, ok bool) {
-	cd := e.candidate(userID)
+	cd := userCandidate(e.store, e.registry, userID)
 	d, ok = cd.ttfhw(now.Unix())
 	return d, cd.first2xx != 0, ok
 }
 
-// candidate returns a user as a candidate, with a copy of its registry entry (an upsert
-// may replace the entry once the lock is released).
-func (e *Engine) candidate(userID string) candidate {
-	cd := candidate{id: userID, slot: -1, store: e.store, kind: detector.DimUser}
-	e.registry.mu.RLock()
-	if _, u := e.registry.lookup(userID); u != nil {
+// userCandidate returns a user as a candidate, with a copy of its registry entry (an
+// upsert may replace the entry once the lock is released).
+func userCandidate(store *detector.Store, reg *Registry, userID string) candidate {
+	cd := candidate{id: userID, slot: -1, store: store, kind: detector.DimUser}
+	reg.mu.RLock()
+	if _, u := reg.lookup(userID); u != nil {
 		copied := *u
 		cd.user = &copied
 	}
-	e.registry.mu.RUnlock()
+	reg.mu.RUnlock()
 	return cd
 }
 
@@ -936,7 +936,7 @@ func (e *Engine) Restore(st State) {
 				continue
 			}
 			for k, v := range rs.Acted {
-				if st := c.state.byID(k); st != nil {
+				if st := c.state.lookup(-1, k); st != nil {
 					st.acted = uint32(v)
 				} else if !c.state.full(-1) {
 					c.state.setID(k, memberState{acted: uint32(v)})
@@ -944,7 +944,7 @@ func (e *Engine) Restore(st State) {
 			}
 			if c.fp == rs.Fingerprint {
 				for k, v := range rs.Members {
-					if st := c.state.byID(k); st != nil {
+					if st := c.state.lookup(-1, k); st != nil {
 						st.entered, st.seen = uint32(v), c.gen
 					} else if !c.state.full(-1) {
 						c.state.setID(k, memberState{entered: uint32(v), seen: c.gen})

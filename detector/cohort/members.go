@@ -134,14 +134,6 @@ func (m *members) setID(id string, st memberState) {
 	m.version = 0 // sync moves it to its slot if the user is registered
 }
 
-// byID returns the map state of id, nil when it has none there.
-func (m *members) byID(id string) *memberState {
-	if i, ok := m.index[id]; ok {
-		return &m.slots[i].memberState
-	}
-	return nil
-}
-
 // drop frees map slot i.
 func (m *members) drop(i int32) {
 	delete(m.index, m.slots[i].id)

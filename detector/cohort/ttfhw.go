@@ -1,7 +1,6 @@
 package cohort
 
 import (
-	"cmp"
 	"sync"
 	"time"
 
@@ -49,13 +48,7 @@ func NewTTFHWSource(store *detector.Store, reg *Registry) *TTFHWSource {
 // created_at, or the first call when unknown, to the first success or now); false when
 // nothing is known of the user.
 func (s *TTFHWSource) UserTTFHW(user string, now time.Time) (time.Duration, bool) {
-	cd := candidate{id: user, slot: -1, store: s.store, kind: detector.DimUser}
-	s.reg.mu.RLock()
-	if _, u := s.reg.lookup(user); u != nil {
-		copied := *u
-		cd.user = &copied
-	}
-	s.reg.mu.RUnlock()
+	cd := userCandidate(s.store, s.reg, user)
 	return cd.ttfhw(now.Unix())
 }
 
@@ -170,28 +163,29 @@ func siftDown(h []signup, i int) {
 	}
 }
 
-// nthFunc reorders v so that v[k] is the element it would be were v sorted by cmp, with
-// none greater before it and none smaller after (quickselect).
-func nthFunc[T any](v []T, k int, cmp func(a, b T) int) {
+// nth reorders v so that v[k] is the value it would have were v sorted, with no larger
+// value before it and no smaller one after (quickselect), and returns v[k].
+func nth(v []int64, k int) int64 {
 	lo, hi := 0, len(v)-1
 	for lo < hi {
+		// Median of three as the pivot: sorted or constant input stays linear.
 		mid := lo + (hi-lo)/2
-		if cmp(v[mid], v[lo]) < 0 {
+		if v[mid] < v[lo] {
 			v[mid], v[lo] = v[lo], v[mid]
 		}
-		if cmp(v[hi], v[lo]) < 0 {
+		if v[hi] < v[lo] {
 			v[hi], v[lo] = v[lo], v[hi]
 		}
-		if cmp(v[hi], v[mid]) < 0 {
+		if v[hi] < v[mid] {
 			v[hi], v[mid] = v[mid], v[hi]
 		}
 		p := v[mid]
 		i, j := lo, hi
 		for i <= j {
-			for cmp(v[i], p) < 0 {
+			for v[i] < p {
 				i++
 			}
-			for cmp(v[j], p) > 0 {
+			for v[j] > p {
 				j--
 			}
 			if i <= j {
@@ -206,9 +200,10 @@ func nthFunc[T any](v []T, k int, cmp func(a, b T) int) {
 		case k >= i:
 			lo = i
 		default:
-			return
+			return v[k]
 		}
 	}
+	return v[k]
 }
 
 // median returns the median of v in seconds (of an even count, the mean of the middle
@@ -226,12 +221,6 @@ func median(v []int64) time.Duration {
 		lower = max(lower, x)
 	}
 	return time.Duration(float64(lower+m) / 2 * float64(time.Second))
-}
-
-// nth reorders v as nthFunc does and returns v[k].
-func nth(v []int64, k int) int64 {
-	nthFunc(v, k, cmp.Compare[int64])
-	return v[k]
 }
 
 var _ rules.TTFHWSource = (*TTFHWSource)(nil)
