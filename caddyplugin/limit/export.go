@@ -89,26 +89,20 @@ func (m *Memory) Import(entries []Entry) error {
 	for _, e := range entries {
 		quota := e.Kind == QuotaEntry
 		k := entryKey{e.Policy, e.Key, quota}
-		s := m.shardFor(e.Policy, e.Key)
+		id, s := m.hashOf(k)
 		s.mu.Lock()
-		if i, ok := s.index[k]; ok {
-			if quota {
-				s.removeCounter(int(i))
-			} else {
-				s.removeBucket(int(i))
-			}
-		}
+		s.dropCollision(id) // the entry of the same kind, policy and key, if any
 		if quota {
 			s.makeRoom(m, math.MinInt64)
-			s.index[k] = int32(len(s.counters))
-			c := counter{k: k, used: e.Used, limit: e.Limit, start: e.PeriodStart.UnixNano(), end: e.PeriodEnd.UnixNano()}
+			s.index[id.h] = int32(len(s.counters))
+			c := counter{id: id, k: k, used: e.Used, limit: e.Limit, start: e.PeriodStart.UnixNano(), end: e.PeriodEnd.UnixNano()}
 			s.counters = append(s.counters, c)
 			s.minEnd = min(s.minEnd, c.end)
 		} else {
 			s.makeRoom(m, math.MinInt64)
-			s.index[k] = int32(len(s.buckets))
+			s.index[id.h] = int32(len(s.buckets))
 			s.buckets = append(s.buckets, bucket{
-				k: k, tokens: min(max(e.Tokens, 0), float64(e.Burst)), last: e.Updated.UnixNano(),
+				id: id, k: k, tokens: min(max(e.Tokens, 0), float64(e.Burst)), last: e.Updated.UnixNano(),
 				events: e.Rate.Events, per: int64(e.Rate.Per), burst: e.Burst,
 			})
 		}

@@ -29,10 +29,18 @@ import (
 //
 // Size maxKeys for every quota counter of a period plus the callers active within a
 // bucket's refill time; [Memory.Evictions] counts what was evicted.
+//
+// An entry is found by two independent 64-bit hashes of its kind, policy id and key
+// (as ristretto finds its items), not by comparing the strings: a lookup then touches
+// the shard's index and the entry alone, which matters in a gateway, where the entries
+// are rarely in the CPU cache. Two different entries whose hashes both collide, about
+// one chance in 2^64 per pair of keys alive at once, would be taken for one; an entry
+// whose first hash alone collides with another's replaces it, as an eviction would.
 type Memory struct {
 	shards    []shard
 	mask      uint64
-	seed      maphash.Seed
+	seed      maphash.Seed // for the index hash, which also picks the shard
+	seed2     maphash.Seed // for the check hash
 	perShard  int
 	evictions atomic.Uint64
 }
@@ -43,29 +51,35 @@ type entryKey struct {
 	quota       bool
 }
 
+// entryHash is the identity of an entry in its shard: the index hash h, the key of the
+// shard's index, and an independent check hash c.
+type entryHash struct{ h, c uint64 }
+
 // bucket is a token bucket. Times are Unix nanoseconds.
 type bucket struct {
-	k      entryKey
+	id     entryHash
 	tokens float64
 	last   int64 // when tokens was computed
 	events int64 // the policy the bucket was last used with
 	per    int64
 	burst  int64
-	ref    bool // used since the CLOCK hand last passed
+	ref    bool     // used since the CLOCK hand last passed
+	k      entryKey // for Export; lookups compare id only
 }
 
 // counter is the quota usage of one period.
 type counter struct {
-	k          entryKey
+	id         entryHash
 	used       int64
 	limit      int64
 	start, end int64 // the period, [start, end)
 	ref        bool
+	k          entryKey
 }
 
 type shard struct {
 	mu       sync.Mutex
-	index    map[entryKey]int32 // position in buckets or counters, by k.quota
+	index    map[uint64]int32 // by id.h: position in buckets or counters (the kind is in the hash)
 	buckets  []bucket
 	counters []counter
 	bHand    int
@@ -85,18 +99,61 @@ func NewMemory(maxKeys int) *Memory {
 		shards:   make([]shard, n),
 		mask:     uint64(n - 1),
 		seed:     maphash.MakeSeed(),
+		seed2:    maphash.MakeSeed(),
 		perShard: maxKeys / n,
 	}
 	for i := range m.shards {
-		m.shards[i].index = make(map[entryKey]int32)
+		m.shards[i].index = make(map[uint64]int32)
 		m.shards[i].minEnd = math.MaxInt64
 	}
 	return m
 }
 
-func (m *Memory) shardFor(policy, key string) *shard {
-	h := maphash.String(m.seed, key) ^ bits.RotateLeft64(maphash.String(m.seed, policy), 17)
-	return &m.shards[h&m.mask]
+// quotaSalt sets quota counters apart from token buckets of the same policy and key.
+const quotaSalt = 0x9e3779b97f4a7c15
+
+// hashOf returns the identity of the entry of k and the shard that holds it.
+func (m *Memory) hashOf(k entryKey) (entryHash, *shard) {
+	id := entryHash{
+		h: maphash.String(m.seed, k.key) ^ bits.RotateLeft64(maphash.String(m.seed, k.policy), 17),
+		c: maphash.String(m.seed2, k.key) ^ bits.RotateLeft64(maphash.String(m.seed2, k.policy), 29),
+	}
+	if k.quota {
+		id.h ^= quotaSalt
+		id.c ^= quotaSalt
+	}
+	return id, &m.shards[id.h&m.mask]
+}
+
+// findBucket returns the position of the bucket id, or -1. s.mu must be held.
+func (s *shard) findBucket(id entryHash) int {
+	if i, ok := s.index[id.h]; ok && int(i) < len(s.buckets) && s.buckets[i].id == id {
+		return int(i)
+	}
+	return -1
+}
+
+// findCounter returns the position of the quota counter id, or -1. s.mu must be held.
+func (s *shard) findCounter(id entryHash) int {
+	if i, ok := s.index[id.h]; ok && int(i) < len(s.counters) && s.counters[i].id == id {
+		return int(i)
+	}
+	return -1
+}
+
+// dropCollision removes the entry, of either kind, that holds the index slot of id
+// without being id (its index hash collides), so that id can take the slot. s.mu must
+// be held.
+func (s *shard) dropCollision(id entryHash) {
+	i, ok := s.index[id.h]
+	if !ok {
+		return
+	}
+	if int(i) < len(s.buckets) && s.buckets[i].id.h == id.h {
+		s.removeBucket(int(i))
+	} else if int(i) < len(s.counters) && s.counters[i].id.h == id.h {
+		s.removeCounter(int(i))
+	}
 }
 
 // eps absorbs floating-point error in token counts.
@@ -134,9 +191,9 @@ func (m *Memory) take(r Request, now int64) Decision {
 	if r.Rate.Events <= 0 || r.Rate.Per <= 0 {
 		return Decision{Allowed: true} // no limit
 	}
-	s := m.shardFor(r.PolicyID, r.Key)
+	id, s := m.hashOf(entryKey{r.PolicyID, r.Key, false})
 	s.mu.Lock()
-	b := s.bucket(m, r, now)
+	b := s.bucket(m, id, r, now)
 	b.ref = true
 	allowed := b.tokens >= 1-eps
 	if allowed {
@@ -170,11 +227,11 @@ func (m *Memory) existing(r Request, now int64, giveBack bool) Decision {
 	if r.Rate.Events <= 0 || r.Rate.Per <= 0 {
 		return Decision{Allowed: true}
 	}
-	s := m.shardFor(r.PolicyID, r.Key)
+	id, s := m.hashOf(entryKey{r.PolicyID, r.Key, false})
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	i, ok := s.index[entryKey{r.PolicyID, r.Key, false}]
-	if !ok {
+	i := s.findBucket(id)
+	if i < 0 {
 		return Decision{Allowed: true, Remaining: r.capacity()}
 	}
 	if giveBack {
@@ -191,19 +248,19 @@ func (m *Memory) existing(r Request, now int64, giveBack bool) Decision {
 
 // bucket returns the bucket of r, refilled up to now and set to r's policy, creating
 // a full one when there is none. s.mu must be held.
-func (s *shard) bucket(m *Memory, r Request, now int64) *bucket {
-	k := entryKey{r.PolicyID, r.Key, false}
-	if i, ok := s.index[k]; ok {
+func (s *shard) bucket(m *Memory, id entryHash, r Request, now int64) *bucket {
+	if i := s.findBucket(id); i >= 0 {
 		b := &s.buckets[i]
 		b.refill(now)
 		b.setPolicy(r)
 		return b
 	}
+	s.dropCollision(id)
 	s.makeRoom(m, now)
-	s.index[k] = int32(len(s.buckets))
+	s.index[id.h] = int32(len(s.buckets))
 	burst := r.capacity()
 	s.buckets = append(s.buckets, bucket{
-		k: k, tokens: float64(burst), last: now,
+		id: id, k: entryKey{r.PolicyID, r.Key, false}, tokens: float64(burst), last: now,
 		events: r.Rate.Events, per: int64(r.Rate.Per), burst: burst,
 	})
 	return &s.buckets[len(s.buckets)-1]
@@ -246,19 +303,19 @@ func (m *Memory) AddQuota(_ context.Context, policyID, key string, q Quota, loc 
 	if err := q.validate(); err != nil {
 		return QuotaDecision{}, fmt.Errorf("limit: AddQuota %q: %w", policyID, err)
 	}
-	s := m.shardFor(policyID, key)
+	k := entryKey{policyID, key, true}
+	id, s := m.hashOf(k)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	k := entryKey{policyID, key, true}
 	t := now.UnixNano()
-	i, ok := s.index[k]
-	if !ok && n <= 0 {
+	i := s.findCounter(id)
+	if i < 0 && n <= 0 {
 		start, end := q.Period.Bounds(now, loc)
 		c := counter{limit: q.Limit, start: start.UnixNano(), end: end.UnixNano()}
 		return QuotaDecision{Allowed: true, QuotaUsage: c.usage()}, nil // nothing used yet
 	}
 	var c *counter
-	if ok {
+	if i >= 0 {
 		c = &s.counters[i]
 		if t >= c.end { // a new period: start from zero
 			start, end := q.Period.Bounds(now, loc)
@@ -266,10 +323,11 @@ func (m *Memory) AddQuota(_ context.Context, policyID, key string, q Quota, loc 
 			s.minEnd = min(s.minEnd, c.end)
 		}
 	} else {
+		s.dropCollision(id)
 		s.makeRoom(m, t)
 		start, end := q.Period.Bounds(now, loc)
-		s.index[k] = int32(len(s.counters))
-		s.counters = append(s.counters, counter{k: k, start: start.UnixNano(), end: end.UnixNano()})
+		s.index[id.h] = int32(len(s.counters))
+		s.counters = append(s.counters, counter{id: id, k: k, start: start.UnixNano(), end: end.UnixNano()})
 		c = &s.counters[len(s.counters)-1]
 		s.minEnd = min(s.minEnd, c.end)
 	}
@@ -344,26 +402,26 @@ func (s *shard) removeBucket(i int) { s.buckets = removeEntry(s.index, s.buckets
 
 func (s *shard) removeCounter(i int) { s.counters = removeEntry(s.index, s.counters, i, &s.cHand) }
 
-// entry is what bucket and counter share: a key and a CLOCK reference bit.
+// entry is what bucket and counter share: an identity and a CLOCK reference bit.
 type entry[E any] interface {
 	*E
-	entryKey() entryKey
+	hash() uint64
 	referenced() *bool
 }
 
-func (b *bucket) entryKey() entryKey  { return b.k }
-func (b *bucket) referenced() *bool   { return &b.ref }
-func (c *counter) entryKey() entryKey { return c.k }
-func (c *counter) referenced() *bool  { return &c.ref }
+func (b *bucket) hash() uint64       { return b.id.h }
+func (b *bucket) referenced() *bool  { return &b.ref }
+func (c *counter) hash() uint64      { return c.id.h }
+func (c *counter) referenced() *bool { return &c.ref }
 
 // removeEntry removes entries[i], moving the last entry into its place, keeps index
 // and the CLOCK hand right, and returns the shorter slice.
-func removeEntry[E any, P entry[E]](index map[entryKey]int32, entries []E, i int, hand *int) []E {
-	delete(index, P(&entries[i]).entryKey())
+func removeEntry[E any, P entry[E]](index map[uint64]int32, entries []E, i int, hand *int) []E {
+	delete(index, P(&entries[i]).hash())
 	last := len(entries) - 1
 	if i != last {
 		entries[i] = entries[last]
-		index[P(&entries[i]).entryKey()] = int32(i)
+		index[P(&entries[i]).hash()] = int32(i)
 	}
 	var zero E
 	entries[last] = zero

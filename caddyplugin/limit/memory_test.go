@@ -266,6 +266,65 @@ func TestEvictionOrder(t *testing.T) {
 	}
 }
 
+// TestHashIdentity checks what the hashed index relies on: a token bucket and a quota
+// counter of the same policy and key are two entries, and an entry whose index hash
+// collides with another's (forged here; with random seeds it is one chance in 2^64)
+// is not taken for it but replaces it, as an eviction would.
+func TestHashIdentity(t *testing.T) {
+	ctx := context.Background()
+	m := NewMemory(1000)
+	var out [1]Decision
+	q := Quota{5, Day}
+	m.Take(ctx, []Request{userReq("a")}, t0, out[:])
+	if _, err := m.AddQuota(ctx, "site/user", "a", q, nil, t0, 2); err != nil {
+		t.Fatal(err)
+	}
+	if m.Len() != 2 {
+		t.Fatalf("Len = %d after a bucket and a quota of one policy and key, want 2", m.Len())
+	}
+	if u, _ := m.QuotaUsage(ctx, "site/user", "a", q, nil, t0); u.Used != 2 {
+		t.Fatalf("quota used = %d, want 2", u.Used)
+	}
+
+	// Forge: give a's bucket the index hash that b's bucket will have.
+	ida, sa := m.hashOf(entryKey{"site/user", "a", false})
+	idb, sb := m.hashOf(entryKey{"site/user", "b", false})
+	sa.mu.Lock()
+	i := sa.findBucket(ida)
+	sa.buckets[i].id.h = idb.h
+	delete(sa.index, ida.h)
+	sa.mu.Unlock()
+	if sa != sb { // move it to b's shard, where b will look
+		sa.mu.Lock()
+		b := sa.buckets[i]
+		sa.removeBucket(i)
+		sa.mu.Unlock()
+		sb.mu.Lock()
+		sb.index[idb.h] = int32(len(sb.buckets))
+		sb.buckets = append(sb.buckets, b)
+		sb.mu.Unlock()
+	} else {
+		sa.mu.Lock()
+		sa.index[idb.h] = int32(i)
+		sa.mu.Unlock()
+	}
+	for range 2 { // a's bucket had 2 of 3 tokens left; b's own bucket starts full
+		m.Take(ctx, []Request{userReq("b")}, t0, out[:])
+	}
+	if !out[0].Allowed || out[0].Remaining != 1 {
+		t.Fatalf("b's second call: %+v, want allowed with 1 left (a bucket of its own)", out[0])
+	}
+	if m.Len() != 2 {
+		t.Fatalf("Len = %d, want 2: b's bucket replaced the colliding one", m.Len())
+	}
+	if got := len(m.Export()); got != 2 {
+		t.Fatalf("Export has %d entries, want 2", got)
+	}
+	if u, _ := m.QuotaUsage(ctx, "site/user", "a", q, nil, t0); u.Used != 2 {
+		t.Fatalf("a's quota used = %d after the collision, want 2 (untouched)", u.Used)
+	}
+}
+
 func TestExportImport(t *testing.T) {
 	ctx := context.Background()
 	m := NewMemory(100)
@@ -394,4 +453,29 @@ func BenchmarkAddQuota(b *testing.B) {
 		m.AddQuota(ctx, "q", k, q, nil, t0, 1)
 	}
 	benchSerialAndParallel(b, func(i int) { m.AddQuota(ctx, "q", keys[i%len(keys)], q, nil, t0, 1) })
+}
+
+// BenchmarkCallCold is what the handler asks of the store per call (a quota, then two
+// token buckets) for callers spread over a million keys, visited in a scattered order so
+// that, as in a busy gateway, the entries are rarely in the CPU cache.
+func BenchmarkCallCold(b *testing.B) {
+	ctx := context.Background()
+	const n = 1 << 20
+	m := NewMemory(4 * n)
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i] = "user-" + strconv.Itoa(i)
+	}
+	big := Rate{1 << 40, time.Second}
+	q := Quota{1 << 50, Month}
+	call := func(i int) {
+		k := keys[(uint64(i)*2654435761)%n]
+		var out [2]Decision
+		m.AddQuota(ctx, "site/user-month", k, q, nil, t0, 1)
+		m.Take(ctx, []Request{{PolicyID: "site/user", Key: k, Rate: big}, {PolicyID: "site/ip", Key: keys[n-1-(uint64(i)*2654435761)%n], Rate: big}}, t0, out[:])
+	}
+	for i := range n {
+		call(i)
+	}
+	benchSerialAndParallel(b, call)
 }
