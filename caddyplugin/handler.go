@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -462,7 +463,26 @@ func (h *Handler) giveBackQuotas(ctx context.Context, c *detector.Call, ip strin
 func (h *Handler) setHeaders(w http.ResponseWriter, rl []byte, now time.Time, quotas []limit.QuotaDecision) {
 	hdr := w.Header()
 	hdr["Ratelimit-Policy"] = h.policyValue(quotas)
-	hdr["Ratelimit"] = []string{string(rl)}
+	hdr["Ratelimit"] = headerValue(rl)
+}
+
+// inlineValue is a header field value and its bytes in one allocation.
+type inlineValue struct {
+	v [1]string
+	b [112]byte // 128 bytes in all, a size class; RateLimit of 3 policies fits
+}
+
+// headerValue returns b as a header field value: a []string of one string (len = cap =
+// 1, so that a later Add copies instead of writing into it). A short value takes one
+// allocation instead of two: its string points into the same object as the slice.
+func headerValue(b []byte) []string {
+	if len(b) == 0 || len(b) > len(inlineValue{}.b) {
+		return []string{string(b)}
+	}
+	iv := new(inlineValue)
+	n := copy(iv.b[:], b)
+	iv.v[0] = unsafe.String(&iv.b[0], n) // iv.b is never written again
+	return iv.v[:]
 }
 
 // cachedPolicy is a RateLimit-Policy value for the quotas' current period lengths.
@@ -475,12 +495,11 @@ type cachedPolicy struct {
 // policyValue returns the RateLimit-Policy field value. It changes only when a quota's
 // period length changes (a new month), so it is built once per period and shared.
 func (h *Handler) policyValue(quotas []limit.QuotaDecision) []string {
-	var key cachedPolicy
-	key.n = len(quotas)
+	var w [maxPolicies]int64
 	for i := range quotas {
-		_, key.w[i] = quotas[i].PolicyParams()
+		_, w[i] = quotas[i].PolicyParams()
 	}
-	if c := h.policy.Load(); c != nil && c.n == key.n && c.w == key.w {
+	if c := h.policy.Load(); c != nil && c.n == len(quotas) && c.w == w {
 		return c.val
 	}
 	policy := append([]byte(nil), h.policyHeader...)
@@ -488,9 +507,9 @@ func (h *Handler) policyValue(quotas []limit.QuotaDecision) []string {
 		q, wnd := quotas[i].PolicyParams()
 		policy = limit.AppendPolicy(policy, h.quotas[i].name, q, wnd, q)
 	}
-	key.val = []string{string(policy)}
-	h.policy.Store(&key)
-	return key.val
+	c := &cachedPolicy{n: len(quotas), w: w, val: []string{string(policy)}}
+	h.policy.Store(c)
+	return c.val
 }
 
 // callerKey returns the caller's value for a limit kind, or "" when the caller has none

@@ -1,0 +1,28 @@
+package caddyplugin
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// TestHeaderValue checks the one-allocation header value: it holds a copy of the bytes,
+// short or long, and a later Add to the field leaves it alone.
+func TestHeaderValue(t *testing.T) {
+	for _, n := range []int{1, 75, 112, 113, 400} {
+		b := []byte(strings.Repeat("r", n))
+		h := http.Header{}
+		h["Ratelimit"] = headerValue(b)
+		h.Add("Ratelimit", "extra")
+		for i := range b {
+			b[i] = 'x' // the caller reuses its buffer
+		}
+		got := h.Values("Ratelimit")
+		if len(got) != 2 || got[0] != strings.Repeat("r", n) || got[1] != "extra" {
+			t.Fatalf("%d bytes: field values %q, want the copy and then extra", n, got)
+		}
+	}
+	if allocs := testing.AllocsPerRun(100, func() { _ = headerValue([]byte("\"user\";r=9;t=1")) }); allocs > 1 {
+		t.Fatalf("headerValue of a short value: %v allocations, want 1", allocs)
+	}
+}
