@@ -94,13 +94,13 @@ func (m *Memory) Import(entries []Entry) error {
 		s.dropCollision(id) // the entry of the same kind, policy and key, if any
 		if quota {
 			s.makeRoom(m, math.MinInt64)
-			s.index[id.h] = int32(len(s.counters))
+			s.index.set(id.h, int32(len(s.counters)))
 			c := counter{id: id, k: k, used: e.Used, limit: e.Limit, start: e.PeriodStart.UnixNano(), end: e.PeriodEnd.UnixNano()}
 			s.counters = append(s.counters, c)
 			s.minEnd = min(s.minEnd, c.end)
 		} else {
 			s.makeRoom(m, math.MinInt64)
-			s.index[id.h] = int32(len(s.buckets))
+			s.index.set(id.h, int32(len(s.buckets)))
 			s.buckets = append(s.buckets, bucket{
 				id: id, k: k, tokens: min(max(e.Tokens, 0), float64(e.Burst)), last: e.Updated.UnixNano(),
 				events: e.Rate.Events, per: int64(e.Rate.Per), burst: e.Burst,

@@ -79,7 +79,7 @@ type counter struct {
 
 type shard struct {
 	mu       sync.Mutex
-	index    map[uint64]int32 // by id.h: position in buckets or counters (the kind is in the hash)
+	index    hashIndex // by id.h: position in buckets or counters (the kind is in the hash)
 	buckets  []bucket
 	counters []counter
 	bHand    int
@@ -103,7 +103,6 @@ func NewMemory(maxKeys int) *Memory {
 		perShard: maxKeys / n,
 	}
 	for i := range m.shards {
-		m.shards[i].index = make(map[uint64]int32)
 		m.shards[i].minEnd = math.MaxInt64
 	}
 	return m
@@ -127,7 +126,7 @@ func (m *Memory) hashOf(k entryKey) (entryHash, *shard) {
 
 // findBucket returns the position of the bucket id, or -1. s.mu must be held.
 func (s *shard) findBucket(id entryHash) int {
-	if i, ok := s.index[id.h]; ok && int(i) < len(s.buckets) && s.buckets[i].id == id {
+	if i, ok := s.index.get(id.h); ok && int(i) < len(s.buckets) && s.buckets[i].id == id {
 		return int(i)
 	}
 	return -1
@@ -135,7 +134,7 @@ func (s *shard) findBucket(id entryHash) int {
 
 // findCounter returns the position of the quota counter id, or -1. s.mu must be held.
 func (s *shard) findCounter(id entryHash) int {
-	if i, ok := s.index[id.h]; ok && int(i) < len(s.counters) && s.counters[i].id == id {
+	if i, ok := s.index.get(id.h); ok && int(i) < len(s.counters) && s.counters[i].id == id {
 		return int(i)
 	}
 	return -1
@@ -145,7 +144,7 @@ func (s *shard) findCounter(id entryHash) int {
 // without being id (its index hash collides), so that id can take the slot. s.mu must
 // be held.
 func (s *shard) dropCollision(id entryHash) {
-	i, ok := s.index[id.h]
+	i, ok := s.index.get(id.h)
 	if !ok {
 		return
 	}
@@ -257,7 +256,7 @@ func (s *shard) bucket(m *Memory, id entryHash, r Request, now int64) *bucket {
 	}
 	s.dropCollision(id)
 	s.makeRoom(m, now)
-	s.index[id.h] = int32(len(s.buckets))
+	s.index.set(id.h, int32(len(s.buckets)))
 	burst := r.capacity()
 	s.buckets = append(s.buckets, bucket{
 		id: id, k: entryKey{r.PolicyID, r.Key, false}, tokens: float64(burst), last: now,
@@ -326,7 +325,7 @@ func (m *Memory) AddQuota(_ context.Context, policyID, key string, q Quota, loc 
 		s.dropCollision(id)
 		s.makeRoom(m, t)
 		start, end := q.Period.Bounds(now, loc)
-		s.index[id.h] = int32(len(s.counters))
+		s.index.set(id.h, int32(len(s.counters)))
 		s.counters = append(s.counters, counter{id: id, k: k, start: start.UnixNano(), end: end.UnixNano()})
 		c = &s.counters[len(s.counters)-1]
 		s.minEnd = min(s.minEnd, c.end)
@@ -367,7 +366,7 @@ func (c *counter) usage() QuotaUsage {
 
 // makeRoom evicts one entry when the shard is full. s.mu must be held.
 func (s *shard) makeRoom(m *Memory, now int64) {
-	if len(s.index) < m.perShard {
+	if s.index.len() < m.perShard {
 		return
 	}
 	m.evictions.Add(1)
@@ -398,9 +397,9 @@ func (s *shard) dropEnded(now int64) bool {
 	return dropped
 }
 
-func (s *shard) removeBucket(i int) { s.buckets = removeEntry(s.index, s.buckets, i, &s.bHand) }
+func (s *shard) removeBucket(i int) { s.buckets = removeEntry(&s.index, s.buckets, i, &s.bHand) }
 
-func (s *shard) removeCounter(i int) { s.counters = removeEntry(s.index, s.counters, i, &s.cHand) }
+func (s *shard) removeCounter(i int) { s.counters = removeEntry(&s.index, s.counters, i, &s.cHand) }
 
 // entry is what bucket and counter share: an identity and a CLOCK reference bit.
 type entry[E any] interface {
@@ -416,12 +415,12 @@ func (c *counter) referenced() *bool { return &c.ref }
 
 // removeEntry removes entries[i], moving the last entry into its place, keeps index
 // and the CLOCK hand right, and returns the shorter slice.
-func removeEntry[E any, P entry[E]](index map[uint64]int32, entries []E, i int, hand *int) []E {
-	delete(index, P(&entries[i]).hash())
+func removeEntry[E any, P entry[E]](index *hashIndex, entries []E, i int, hand *int) []E {
+	index.delete(P(&entries[i]).hash())
 	last := len(entries) - 1
 	if i != last {
 		entries[i] = entries[last]
-		index[P(&entries[i]).hash()] = int32(i)
+		index.set(P(&entries[i]).hash(), int32(i))
 	}
 	var zero E
 	entries[last] = zero
@@ -451,7 +450,7 @@ func (m *Memory) Len() int {
 	for i := range m.shards {
 		s := &m.shards[i]
 		s.mu.Lock()
-		n += len(s.index)
+		n += s.index.len()
 		s.mu.Unlock()
 	}
 	return n

@@ -292,7 +292,7 @@ func TestHashIdentity(t *testing.T) {
 	sa.mu.Lock()
 	i := sa.findBucket(ida)
 	sa.buckets[i].id.h = idb.h
-	delete(sa.index, ida.h)
+	sa.index.delete(ida.h)
 	sa.mu.Unlock()
 	if sa != sb { // move it to b's shard, where b will look
 		sa.mu.Lock()
@@ -300,12 +300,12 @@ func TestHashIdentity(t *testing.T) {
 		sa.removeBucket(i)
 		sa.mu.Unlock()
 		sb.mu.Lock()
-		sb.index[idb.h] = int32(len(sb.buckets))
+		sb.index.set(idb.h, int32(len(sb.buckets)))
 		sb.buckets = append(sb.buckets, b)
 		sb.mu.Unlock()
 	} else {
 		sa.mu.Lock()
-		sa.index[idb.h] = int32(i)
+		sa.index.set(idb.h, int32(i))
 		sa.mu.Unlock()
 	}
 	for range 2 { // a's bucket had 2 of 3 tokens left; b's own bucket starts full
