@@ -195,8 +195,8 @@ func (e *engine) applyPending() {
 	}
 	e.pending = nil
 	e.rules.History().Add(p.events)
-	if n := e.rules.Restore(p.alerts); n > 0 {
-		e.logger.Info("alert instances restored from snapshot", "instances", n)
+	if n, d := e.rules.Restore(p.alerts); n > 0 || d > 0 {
+		e.logger.Info("alert state restored from snapshot", "instances", n, "anomaly_detectors", d)
 	}
 }
 

@@ -51,6 +51,57 @@ func newAnomalyState(r *Rule) (*anomalyState, error) {
 	return st, nil
 }
 
+// state returns what the detectors have learnt, or nil when they have not started (or
+// st is nil: not an anomaly rule).
+func (st *anomalyState) state() *AnomalyState {
+	if st == nil || len(st.groups) == 0 {
+		return nil
+	}
+	as := &AnomalyState{Next: st.next, Groups: make([]AnomalyGroupState, 0, len(st.groups))}
+	for g, ag := range st.groups {
+		det, err := ag.det.MarshalBinary()
+		if err != nil {
+			continue // a state that does not validate is not worth keeping
+		}
+		al, err := ag.al.MarshalBinary()
+		if err != nil {
+			continue
+		}
+		as.Groups = append(as.Groups, AnomalyGroupState{Group: g, Detector: det, Alerter: al})
+	}
+	return as
+}
+
+// restore brings back the detectors of as, at most max groups, unless the rule has
+// started learning already, and returns how many it restored. It restores all of them
+// or none: groups fed from different minutes would not line up. A rule over a detail
+// view (detail says so) has no history of the minutes it missed, so its detectors go on
+// from the next closed minute instead of as.Next.
+func (st *anomalyState) restore(as *AnomalyState, max int, detail bool) int {
+	if !st.next.IsZero() || len(st.groups) > 0 || len(as.Groups) == 0 {
+		return 0
+	}
+	groups := make(map[detector.Labels]*anomalyGroup, min(len(as.Groups), max))
+	for _, gs := range as.Groups {
+		if len(groups) >= max {
+			break
+		}
+		ag := &anomalyGroup{det: new(anomaly.Detector), al: new(anomaly.Alerter)}
+		if ag.det.UnmarshalBinary(gs.Detector) != nil || ag.al.UnmarshalBinary(gs.Alerter) != nil {
+			return 0
+		}
+		if c := ag.det.Config(); c.Kind != st.kind || c.Sensitivity != st.sens {
+			return 0
+		}
+		groups[gs.Group] = ag
+	}
+	st.groups = groups
+	if !detail {
+		st.next = as.Next
+	}
+	return len(groups)
+}
+
 // evaluateAnomaly feeds the minutes closed since the last evaluation.
 func (e *Engine) evaluateAnomaly(c *compiled, now time.Time, samples *sampler) ([]alert.Event, error) {
 	st := c.anomaly

@@ -823,6 +823,29 @@ type RuleState struct {
 	Fingerprint string            `json:"fingerprint"`
 	Instances   []InstanceState   `json:"instances,omitempty"`
 	OnceFired   []detector.Labels `json:"once_fired,omitempty"`
+	// Anomaly is what an anomaly rule's detectors have learnt.
+	Anomaly *AnomalyState `json:"anomaly,omitempty"`
+}
+
+// AnomalyState is what an anomaly rule's detectors have learnt, so that a restart keeps
+// the weekly pattern, which the store's 48 hours of one-minute history cannot teach
+// again.
+type AnomalyState struct {
+	// Next is the start of the next minute the detectors are to be fed.
+	Next time.Time `json:"next"`
+	// Groups holds one detector and alerter per group.
+	Groups []AnomalyGroupState `json:"groups"`
+}
+
+// AnomalyGroupState is one group's detector and alerter, in their binary forms
+// (base64 in JSON).
+type AnomalyGroupState struct {
+	// Group is the group's labels.
+	Group detector.Labels `json:"group"`
+	// Detector is the [anomaly.Detector], as its MarshalBinary writes it.
+	Detector []byte `json:"detector"`
+	// Alerter is the [anomaly.Alerter], as its MarshalBinary writes it.
+	Alerter []byte `json:"alerter"`
 }
 
 // InstanceState is one instance's state.
@@ -853,7 +876,8 @@ func (e *Engine) State() State {
 		for g := range c.onceFired {
 			rs.OnceFired = append(rs.OnceFired, g)
 		}
-		if len(rs.Instances) > 0 || len(rs.OnceFired) > 0 {
+		rs.Anomaly = c.anomaly.state()
+		if len(rs.Instances) > 0 || len(rs.OnceFired) > 0 || rs.Anomaly != nil {
 			st.Rules = append(st.Rules, rs)
 		}
 	}
@@ -864,15 +888,18 @@ func (e *Engine) State() State {
 // state was taken (after a restart); the state of other rules is ignored. An instance
 // restored as firing sends no second "firing": if its condition still holds it stays
 // firing, and if it cleared while the gateway was down the next evaluation resolves it
-// and notifies the resolve. It returns how many instances were restored.
-func (e *Engine) Restore(st State) int {
+// and notifies the resolve. An anomaly rule's detectors go on from what they had learnt,
+// fed the minutes since the state was taken from the store's history; detectors that do
+// not decode (taken by another version) are dropped, and the rule learns again from
+// history as a new rule does. It returns how many instances and how many detectors were
+// restored.
+func (e *Engine) Restore(st State) (instances, detectors int) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	byID := map[string]*compiled{}
 	for _, c := range e.rules {
 		byID[c.rule.ID] = c
 	}
-	n := 0
 	for _, rs := range st.Rules {
 		c := byID[rs.ID]
 		if c == nil || c.fp != rs.Fingerprint {
@@ -887,7 +914,10 @@ func (e *Engine) Restore(st State) int {
 			}
 			c.instances[is.Group] = &instance{group: is.Group, state: is.State, since: is.Since,
 				startedAt: is.StartedAt, lastNotified: is.LastNotified, value: is.Value}
-			n++
+			instances++
+		}
+		if rs.Anomaly != nil && c.anomaly != nil {
+			detectors += c.anomaly.restore(rs.Anomaly, c.maxGroups(), c.release != nil)
 		}
 		for _, g := range rs.OnceFired {
 			if c.onceFired == nil {
@@ -898,5 +928,5 @@ func (e *Engine) Restore(st State) int {
 			}
 		}
 	}
-	return n
+	return instances, detectors
 }

@@ -455,7 +455,7 @@ func TestStateRestoreAfterRestart(t *testing.T) {
 	if err := json.Unmarshal(b, &st); err != nil {
 		t.Fatal(err)
 	}
-	if n := h2.eng.Restore(st); n != 2 {
+	if n, _ := h2.eng.Restore(st); n != 2 {
 		t.Fatalf("restored %d instances, want 2", n)
 	}
 	h2.calls(t0.Add(50*time.Second), 1, detector.Call{Status: 200, User: "a"})
@@ -464,7 +464,7 @@ func TestStateRestoreAfterRestart(t *testing.T) {
 	r2 := r
 	r2.Threshold = f64(5)
 	h3 := newHarness(t, r2)
-	if n := h3.eng.Restore(st); n != 0 {
+	if n, _ := h3.eng.Restore(st); n != 0 {
 		t.Fatalf("restored %d instances into a changed rule", n)
 	}
 }
@@ -521,6 +521,72 @@ func TestAnomalyRuleFiresOnErrorBurst(t *testing.T) {
 	}
 	if !resolved {
 		t.Fatal("the anomaly did not resolve within an hour of the errors stopping")
+	}
+}
+
+// TestAnomalyStateSurvivesRestart checks that a restart keeps what an anomaly rule's
+// detectors learnt: restored into a gateway whose store has none of that history, the
+// rule fires on an error burst at once, where a rule learning afresh is still warming up.
+func TestAnomalyStateSurvivesRestart(t *testing.T) {
+	r := Rule{Name: "5xx anomaly", Type: TypeAnomaly, Metric: "count", Filter: detector.Filter{Status: "5xx"},
+		Sensitivity: "moderate", Direction: "both", Notify: []string{"oncall"}}
+	h := newHarness(t, r)
+	start := t0.Add(-36 * time.Hour)
+	for m := 0; m < 36*60; m++ {
+		at := start.Add(time.Duration(m) * time.Minute)
+		h.calls(at, 30, detector.Call{Status: 200})
+		if m%4 == 0 {
+			h.calls(at, 1, detector.Call{Status: 500})
+		}
+	}
+	h.step(t0, "")
+	b, err := json.Marshal(h.eng.State())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st State
+	if err := json.Unmarshal(b, &st); err != nil {
+		t.Fatal(err)
+	}
+	burst := func(h *harness) []alert.Event {
+		for m := 0; m < 5; m++ {
+			at := t0.Add(time.Duration(m) * time.Minute)
+			h.calls(at, 25, detector.Call{Status: 200})
+			h.calls(at, 40, detector.Call{Status: 503})
+		}
+		h.eng.Evaluate(t0.Add(5*time.Minute + time.Second))
+		var evs []alert.Event
+		for _, b := range h.rec.take() {
+			evs = append(evs, b.Events...)
+		}
+		return evs
+	}
+
+	restarted := newHarness(t, r) // a store without the 36 hours
+	if n, d := restarted.eng.Restore(st); n != 0 || d != 1 {
+		t.Fatalf("restored %d instances and %d detectors, want 0 and 1", n, d)
+	}
+	if evs := burst(restarted); len(evs) != 1 || evs[0].State != alert.Firing || evs[0].Direction != "up" {
+		t.Fatalf("restored rule on a burst: %+v, want one firing, up", evs)
+	}
+	if evs := burst(newHarness(t, r)); len(evs) != 0 {
+		t.Fatalf("fresh rule on a burst: %+v, want none (still warming up)", evs)
+	}
+
+	// A changed rule, or a detector that does not decode, starts afresh.
+	changed := r
+	changed.Sensitivity = "severe"
+	if _, d := newHarness(t, changed).eng.Restore(st); d != 0 {
+		t.Fatalf("restored %d detectors into a changed rule", d)
+	}
+	bad := st
+	bad.Rules = []RuleState{st.Rules[0]}
+	as := *st.Rules[0].Anomaly
+	as.Groups = []AnomalyGroupState{as.Groups[0]}
+	as.Groups[0].Detector = as.Groups[0].Detector[:10]
+	bad.Rules[0].Anomaly = &as
+	if _, d := newHarness(t, r).eng.Restore(bad); d != 0 {
+		t.Fatalf("restored %d detectors from a truncated one", d)
 	}
 }
 
