@@ -165,6 +165,9 @@ func (r *report) printText(w io.Writer) {
 	}
 	fmt.Fprintf(w, "wrk:      -t%d -c%d, %d rounds of %s per site (%s), warm-up %s per site; %d users, %d companies\n",
 		s.Threads, s.Conns, s.Rounds, s.Duration, order, s.Warmup, s.Users, s.Companies)
+	if s.NoLimits {
+		fmt.Fprintln(w, "vigil:    -no-limits: identify, block list and recording only (the targets are for the full site)")
+	}
 	fmt.Fprintln(w)
 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
