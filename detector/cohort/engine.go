@@ -35,6 +35,10 @@ type Engine struct {
 	optOut   map[string]bool
 	notifier alert.Notifier
 	history  *rules.History
+
+	// beforeRender, when set (by tests), runs after the members are worked out and the
+	// registry's lock released, before the e-mails are rendered.
+	beforeRender func()
 }
 
 // NewEngine returns an engine over a store and a registry, recording events in history.
@@ -247,6 +251,7 @@ type candidate struct {
 	// the counts read it once.
 	countsOf *counts
 	count    uint64
+	counted  bool // count is the behaviour count of the rule being acted on (detached)
 }
 
 // calls reads the candidate's first call and first success when first needed.
@@ -258,7 +263,8 @@ func (cd *candidate) calls() {
 }
 
 // Evaluate works out every rule's members at now and acts on those that entered. It
-// holds the registry's read lock throughout: an upsert waits for the evaluation.
+// holds the registry's read lock while it works out the members, so that an upsert
+// waits for that, but not for the e-mails to render.
 func (e *Engine) Evaluate(now time.Time) {
 	e.store.Flush()
 	e.mu.Lock()
@@ -266,7 +272,7 @@ func (e *Engine) Evaluate(now time.Time) {
 	for _, c := range e.rules {
 		c.state.sync(e.registry)
 	}
-	var events []alert.Event
+	var outs []ruleOutput
 	cache := map[countKey]*counts{}
 	for _, kind := range []detector.Dim{detector.DimUser, detector.DimCompany} {
 		var rs []*cohortRule
@@ -278,16 +284,56 @@ func (e *Engine) Evaluate(now time.Time) {
 			}
 		}
 		if len(rs) > 0 {
-			events = append(events, e.evaluate(rs, kind, now)...)
+			outs = append(outs, e.evaluate(rs, kind, now)...)
 		}
 		for _, c := range rs {
 			c.counts = nil
 		}
 	}
 	e.registry.mu.RUnlock()
+	if e.beforeRender != nil {
+		e.beforeRender()
+	}
+	var events []alert.Event
+	for _, o := range outs {
+		if o.entered != nil {
+			events = append(events, *o.entered)
+		}
+		for i := range o.mails {
+			if ev, ok := e.mail(o.rule, &o.mails[i], now); ok {
+				events = append(events, ev)
+			}
+		}
+	}
 	n := e.notifier
 	e.mu.Unlock()
 	e.dispatch(n, events)
+}
+
+// ruleOutput is what one rule's evaluation acts on: the event of the members who
+// entered, and the e-mails to those of them who get one, rendered once the registry's
+// lock is released.
+type ruleOutput struct {
+	rule    *cohortRule
+	entered *alert.Event
+	mails   []candidate // detached from the registry: see detach
+}
+
+// detach returns a copy of the candidate that outlives the registry's lock: its user
+// entry is copied (an upsert replaces entries, so the copy's slices stay as they are),
+// and its behaviour count, which the rule's counts of this evaluation hold, is read now.
+func (cd *candidate) detach(e *Engine, c *cohortRule, now time.Time) candidate {
+	d := *cd
+	if cd.user != nil {
+		u := *cd.user
+		d.user = &u
+	}
+	d.slot = -1
+	if c.rule.Behavior != nil {
+		d.countsOf, d.count = nil, e.behaviorCount(c, cd.id, now)
+		d.counted = true
+	}
+	return d
 }
 
 // conditions is a rule's match compiled for one evaluation.
@@ -460,9 +506,17 @@ func (e *Engine) behaviorCount(c *cohortRule, id string, now time.Time) uint64 {
 	return uint64(e.store.CallerCountApplied(c.kind, id, w, now).Calls)
 }
 
+// candidateCount is behaviorCount for a candidate, which may carry it (detached).
+func (e *Engine) candidateCount(c *cohortRule, cd *candidate, now time.Time) uint64 {
+	if cd.counted {
+		return cd.count
+	}
+	return e.behaviorCount(c, cd.id, now)
+}
+
 // evaluate works out the members of rules of one kind in one pass over the candidates.
-func (e *Engine) evaluate(rs []*cohortRule, kind detector.Dim, now time.Time) []alert.Event {
-	mails := make([][]alert.Event, len(rs))
+func (e *Engine) evaluate(rs []*cohortRule, kind detector.Dim, now time.Time) []ruleOutput {
+	mails := make([][]candidate, len(rs))
 	entered := make([][]string, len(rs))
 	t := uint32(now.Unix())
 	for _, c := range rs {
@@ -502,10 +556,12 @@ func (e *Engine) evaluate(rs []*cohortRule, kind detector.Dim, now time.Time) []
 		if st.acted == 0 || (c.repeat > 0 && now.Sub(time.Unix(int64(st.acted), 0)) >= c.repeat) {
 			st.acted = t
 			entered[i] = append(entered[i], cd.id)
-			if c.rule.EmailUser != nil {
-				if ev, ok := e.mail(c, cd, now); ok {
-					mails[i] = append(mails[i], ev)
-				}
+			switch {
+			case c.rule.EmailUser == nil:
+			case cd.user == nil || cd.user.email == "":
+				e.logger.Debug("cohort e-mail not sent", "rule", c.rule.ID, "user", cd.id, "reason", "no registered e-mail address")
+			default:
+				mails[i] = append(mails[i], cd.detach(e, c, now))
 			}
 		}
 		if p != nil {
@@ -547,19 +603,20 @@ func (e *Engine) evaluate(rs []*cohortRule, kind detector.Dim, now time.Time) []
 			}
 		}
 	}
-	var events []alert.Event
+	outs := make([]ruleOutput, len(rs))
 	for i, c := range rs {
 		c.state.each(func(_ string, st *memberState) {
 			if st.entered != 0 && st.seen != c.gen { // left the cohort
 				*st = memberState{acted: st.acted} // forgotten when it was never acted on
 			}
 		})
+		outs[i] = ruleOutput{rule: c, mails: mails[i]}
 		if len(entered[i]) > 0 {
-			events = append(events, e.entered(c, entered[i], now))
+			ev := e.entered(c, entered[i], now)
+			outs[i].entered = &ev
 		}
-		events = append(events, mails[i]...)
 	}
-	return events
+	return outs
 }
 
 // maxListed bounds the members named in a cohort's entry event (the members API lists
@@ -607,7 +664,7 @@ func (e *Engine) mail(c *cohortRule, cd *candidate, now time.Time) (alert.Event,
 		Summary: fmt.Sprintf("e-mail %q to %s (%s), who entered the cohort %q", msg.Subject, cd.id, msg.To[0], r.Name),
 	}
 	if r.Behavior != nil {
-		ev.Value = float64(e.behaviorCount(c, cd.id, now))
+		ev.Value = float64(e.candidateCount(c, cd, now))
 		ev.Window = r.Behavior.Window.String()
 	}
 	return ev, true
@@ -673,7 +730,7 @@ func (e *Engine) figures(c *cohortRule, cd *candidate, now time.Time) Figures {
 	all := e.store.CallerCountApplied(c.kind, cd.id, w, now)
 	f := Figures{Calls: uint64(all.Calls), Errors4xx: uint64(all.Status4), Errors5xx: uint64(all.Status5)}
 	if c.rule.Behavior != nil {
-		f.Matched = e.behaviorCount(c, cd.id, now)
+		f.Matched = e.candidateCount(c, cd, now)
 	}
 	if h, ok := e.store.CallerApplied(c.kind, cd.id); ok {
 		f.TopFailing = h.TopFailing
