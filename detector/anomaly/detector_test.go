@@ -342,19 +342,24 @@ func TestMemoryPerSeries(t *testing.T) {
 	if n := detectorBytes(); n > 4096 {
 		t.Errorf("a detector is %d bytes, want at most 4 KiB", n)
 	}
+	// The heap grown by n detectors, less the slice that holds them; the least of three
+	// tries, as other goroutines of the test binary may allocate meanwhile.
 	const n = 2000
-	var before, after runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&before)
-	ds := make([]*Detector, n)
-	for i := range ds {
-		ds[i] = New(Config{Kind: Count})
-		ds[i].Observe(start, 1)
+	per := math.Inf(1)
+	for range 3 {
+		ds := make([]*Detector, n)
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		for i := range ds {
+			ds[i] = New(Config{Kind: Count})
+			ds[i].Observe(start, 1)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		per = min(per, (float64(after.HeapAlloc)-float64(before.HeapAlloc))/n)
+		runtime.KeepAlive(ds)
 	}
-	runtime.GC()
-	runtime.ReadMemStats(&after)
-	per := float64(after.HeapAlloc-before.HeapAlloc) / n
-	runtime.KeepAlive(ds)
 	if per > 4096 {
 		t.Errorf("heap per detector %.0f bytes, want at most 4 KiB", per)
 	}
