@@ -397,7 +397,7 @@ func TestSnapshotErrors(t *testing.T) {
 		{"version 3", append([]byte(snapshotMagic), 3, 0, 0, 0, 0), "format version 3, this build reads versions 1 and 2 only"},
 		{"header only", []byte(snapshotMagic + "\x01"), "section meta, at offset 9: truncated: the snapshot ends here"},
 		{"checksum", append(slices.Clone(snap[:len(snap)-1]), snap[len(snap)-1]^1), "checksum, at offset " + fmt.Sprint(len(snap)-4)},
-		{"truncated", snap[:len(snap)/2], fmt.Sprintf("at offset %d: record of", len(snap)/2)},
+		{"truncated", snap[:metaEnd-1], fmt.Sprintf("section meta, record 0, at offset %d: record of %d bytes from offset %d: truncated", metaEnd-1, snap[recordAt], recordAt)},
 		{"truncated record", snap[:len(snap)/2], "truncated: the snapshot ends here"},
 		{"trailing bytes", withChecksum(append(slices.Clone(snap), 0, 0, 0, 0)), fmt.Sprintf("checksum, at offset %d: bytes after the checksum", len(snap))},
 		{"meta record length", slices.Concat(snap[:recordAt], []byte{0xff, 0xff, 0x7f}, snap[recordAt+1:]), fmt.Sprintf("section meta, record 0, at offset %d: record of 2097151 bytes from offset 10: truncated", len(snap)+2)},
