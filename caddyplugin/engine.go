@@ -66,6 +66,9 @@ type engine struct {
 	pending        *pendingRestore
 	pendingCohorts *cohort.State
 	snapshotBusy   atomic.Bool
+	// baseCut is the cut (Unix seconds) of the snapshot base in storage that the deltas
+	// written now go with; 0 until a base is written or restored.
+	baseCut atomic.Int64
 
 	loopMu  sync.Mutex
 	stop    chan struct{} // closed to stop the loop

@@ -19,6 +19,7 @@ import (
 
 	"github.com/vigilgw/vigil/caddyplugin/blocklist"
 	"github.com/vigilgw/vigil/caddyplugin/limit"
+	"github.com/vigilgw/vigil/detector"
 	"github.com/vigilgw/vigil/detector/alert"
 	"github.com/vigilgw/vigil/detector/cohort"
 	"github.com/vigilgw/vigil/detector/rules"
@@ -29,19 +30,36 @@ import (
 // store's history, the alert state (firing instances, throttle times), the quota and
 // rate-limit counters, the run-time block list and the event history.
 //
-// A snapshot is one value under snapshotKey(instance): a header ("VIGILENG" and a format
-// version), five sections each a uvarint length and its bytes (the store in the
-// detector's own format, then JSON of the alert state, the limiter's counters, the
-// run-time block list and the events), and a SHA-256 of everything before it. Caddy's
-// file storage writes through a temporary file and a rename, so a crash mid-write leaves
-// the previous snapshot; a snapshot that is corrupt or truncated anyway is logged, kept
-// aside under the same key with ".corrupt-<unix time>" appended, and Vigil starts empty.
+// A snapshot is a header ("VIGILENG" and a format version), the part it is (a byte: full,
+// base or delta) and its cut (a varint of Unix seconds), five sections each a uvarint
+// length and its bytes (the store in the detector's own format, then JSON of the alert
+// state, the limiter's counters, the run-time block list and the events), and a SHA-256
+// of everything before it. Version 1, without part and cut, is a full snapshot.
+//
+// Most of a busy store's history is buckets that no longer change, so it is saved in two
+// values: a base under snapshotKey(instance), with the store's buckets before the last
+// whole hour (the cut), written when the hour turns; and a delta under the same key with
+// ".delta" appended, with the rest of the store and everything else, written every
+// App.Snapshot and at exit. A restart reads the base and then its delta (same cut); a
+// delta of another base (the gateway stopped between the two writes) or a damaged one is
+// left out, and the base's own sections are used: the history of the last hour and the
+// recent calls are then lost, not the rest. Caddy's file storage writes through a
+// temporary file and a rename, so a crash mid-write leaves the previous value; a base
+// that is corrupt or truncated anyway is logged, kept aside under the same key with
+// ".corrupt-<unix time>" appended, and Vigil starts empty (a damaged delta is kept aside
+// the same way).
 
 const (
 	snapshotMagic   = "VIGILENG"
-	snapshotVersion = 1
+	snapshotVersion = 2
 	snapshotTimeout = 30 * time.Second
+	// baseLag is how long after the hour the base moves to it, so that no call is still
+	// on its way into a bucket of the hour before.
+	baseLag = time.Minute
 )
+
+// deltaKey is where the delta of the base under key lives.
+func deltaKey(key string) string { return key + ".delta" }
 
 // snapshotKey is where this instance's snapshot lives in storage.
 func snapshotKey() string {
@@ -59,10 +77,10 @@ type pendingRestore struct {
 	events []alert.Event
 }
 
-// writeSnapshot encodes the engine's state.
-func (e *engine) encodeSnapshot() ([]byte, error) {
+// encodeSnapshot encodes the engine's state, with the store's part of the given cut.
+func (e *engine) encodeSnapshot(part detector.SnapshotPart, cut time.Time) ([]byte, error) {
 	var store bytes.Buffer
-	if err := e.store.WriteSnapshot(&store); err != nil {
+	if err := e.store.WriteSnapshotPart(&store, part, cut); err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
 	sections := [][]byte{store.Bytes()}
@@ -76,6 +94,8 @@ func (e *engine) encodeSnapshot() ([]byte, error) {
 	var out bytes.Buffer
 	out.WriteString(snapshotMagic)
 	out.Write(binary.AppendUvarint(nil, snapshotVersion))
+	out.WriteByte(byte(part))
+	out.Write(binary.AppendVarint(nil, cut.Unix()))
 	for _, s := range sections {
 		out.Write(binary.AppendUvarint(nil, uint64(len(s))))
 		out.Write(s)
@@ -87,6 +107,8 @@ func (e *engine) encodeSnapshot() ([]byte, error) {
 
 // decodedSnapshot is a checked snapshot, split into its sections.
 type decodedSnapshot struct {
+	part   detector.SnapshotPart
+	cut    int64 // Unix seconds
 	store  []byte
 	alerts rules.State
 	limits []limit.Entry
@@ -107,8 +129,19 @@ func decodeSnapshot(b []byte) (*decodedSnapshot, error) {
 	}
 	r := bytes.NewReader(body[len(snapshotMagic):])
 	v, err := binary.ReadUvarint(r)
-	if err != nil || v != snapshotVersion {
-		return nil, fmt.Errorf("format version %d: this Vigil reads version %d", v, snapshotVersion)
+	if err != nil || v < 1 || v > snapshotVersion {
+		return nil, fmt.Errorf("format version %d: this Vigil reads versions 1 to %d", v, snapshotVersion)
+	}
+	part, cut := detector.SnapshotFull, int64(0)
+	if v >= 2 {
+		p, err := r.ReadByte()
+		if err != nil || detector.SnapshotPart(p) > detector.SnapshotDelta {
+			return nil, fmt.Errorf("part %d: want 0 (full), 1 (base) or 2 (delta)", p)
+		}
+		if cut, err = binary.ReadVarint(r); err != nil {
+			return nil, errors.New("cut: bad varint")
+		}
+		part = detector.SnapshotPart(p)
 	}
 	var sections [5][]byte
 	names := [5]string{"store", "alert state", "limiter", "block list", "events"}
@@ -125,7 +158,7 @@ func decodeSnapshot(b []byte) (*decodedSnapshot, error) {
 	if r.Len() != 0 {
 		return nil, fmt.Errorf("%d bytes after the last section", r.Len())
 	}
-	d := &decodedSnapshot{store: sections[0]}
+	d := &decodedSnapshot{part: part, cut: cut, store: sections[0]}
 	for i, dst := range []any{&d.alerts, &d.limits, &d.blocks, &d.events} {
 		if err := json.Unmarshal(sections[i+1], dst); err != nil {
 			return nil, fmt.Errorf("section %s: %w", names[i+1], err)
@@ -153,17 +186,24 @@ func (e *engine) restoreSnapshot(storage certmagic.Storage) {
 		return
 	}
 	d, err := decodeSnapshot(data)
+	if err == nil && d.part == detector.SnapshotDelta {
+		err = errors.New("a snapshot delta where the base belongs")
+	}
 	if err == nil {
 		_, err = e.store.ReadSnapshot(bufio.NewReader(bytes.NewReader(d.store)))
 	}
 	if err != nil {
-		aside := key + ".corrupt-" + strconv.FormatInt(time.Now().Unix(), 10)
-		if serr := storage.Store(ctx, aside, data); serr != nil {
-			e.logger.Error("could not keep the bad snapshot aside", "key", aside, "error", serr)
-		}
+		aside := e.keepAside(ctx, storage, key, data)
 		e.logger.Error("the vigil snapshot is unreadable; it is kept aside and vigil starts with empty state",
 			"key", key, "kept_as", aside, "error", err)
 		return
+	}
+	size := len(data)
+	if d.part == detector.SnapshotBase {
+		e.baseCut.Store(d.cut)
+		if dd, n := e.restoreDelta(ctx, storage, key, d.cut); dd != nil {
+			d, size = dd, size+n // the delta's sections are the newer
+		}
 	}
 	if err := e.limiter.Import(d.limits); err != nil {
 		e.logger.Warn("restoring rate-limit and quota counters", "error", err)
@@ -177,8 +217,50 @@ func (e *engine) restoreSnapshot(storage certmagic.Storage) {
 		}
 	}
 	e.pending = &pendingRestore{alerts: d.alerts, events: d.events}
-	e.logger.Info("vigil state restored from snapshot", "key", key, "bytes", len(data),
+	e.logger.Info("vigil state restored from snapshot", "key", key, "bytes", size,
 		"limiter_entries", len(d.limits), "blocks", len(d.blocks), "events", len(d.events))
+}
+
+// restoreDelta reads the delta of the base of the given cut into the store, and returns
+// it and its size; nil when there is none, it goes with another base, or it is damaged
+// (then it is kept aside), all logged: the base alone is restored.
+func (e *engine) restoreDelta(ctx context.Context, storage certmagic.Storage, key string, cut int64) (*decodedSnapshot, int) {
+	dk := deltaKey(key)
+	data, err := storage.Load(ctx, dk)
+	if errors.Is(err, fs.ErrNotExist) {
+		e.logger.Warn("no vigil snapshot delta beside the base: the last hour of history is not restored", "key", dk)
+		return nil, 0
+	}
+	if err != nil {
+		e.logger.Error("could not read the vigil snapshot delta: the last hour of history is not restored", "key", dk, "error", err)
+		return nil, 0
+	}
+	d, err := decodeSnapshot(data)
+	if err == nil && (d.part != detector.SnapshotDelta || d.cut != cut) {
+		e.logger.Warn("the vigil snapshot delta goes with another base (the gateway stopped between the two writes): the last hour of history is not restored",
+			"key", dk, "delta_cut", time.Unix(d.cut, 0).UTC(), "base_cut", time.Unix(cut, 0).UTC())
+		return nil, 0
+	}
+	if err == nil {
+		_, err = e.store.ReadSnapshot(bufio.NewReader(bytes.NewReader(d.store)))
+	}
+	if err != nil {
+		aside := e.keepAside(ctx, storage, dk, data)
+		e.logger.Error("the vigil snapshot delta is unreadable; it is kept aside and only the base is restored",
+			"key", dk, "kept_as", aside, "error", err)
+		return nil, 0
+	}
+	return d, len(data)
+}
+
+// keepAside stores a damaged snapshot value under its key with ".corrupt-<unix time>"
+// appended, and returns that key.
+func (e *engine) keepAside(ctx context.Context, storage certmagic.Storage, key string, data []byte) string {
+	aside := key + ".corrupt-" + strconv.FormatInt(time.Now().Unix(), 10)
+	if err := storage.Store(ctx, aside, data); err != nil {
+		e.logger.Error("could not keep the bad snapshot aside", "key", aside, "error", err)
+	}
+	return aside
 }
 
 // applyPending restores the alert state and events of the snapshot once the rules are
@@ -207,19 +289,35 @@ func (e *engine) saveSnapshot(storage certmagic.Storage) {
 	}
 	defer e.snapshotBusy.Store(false)
 	start := time.Now()
-	data, err := e.encodeSnapshot()
+	key := snapshotKey()
+	cut := e.now().Add(-baseLag).Truncate(time.Hour)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*snapshotTimeout)
+	defer cancel()
+	var baseBytes int
+	if e.baseCut.Load() != cut.Unix() {
+		data, err := e.encodeSnapshot(detector.SnapshotBase, cut)
+		if err != nil {
+			e.logger.Error("encoding the vigil snapshot base", "error", err)
+			return
+		}
+		if err := storage.Store(ctx, key, data); err != nil {
+			e.logger.Error("saving the vigil snapshot base", "error", err)
+			return // the base and delta in storage still go together
+		}
+		e.baseCut.Store(cut.Unix())
+		baseBytes = len(data)
+	}
+	data, err := e.encodeSnapshot(detector.SnapshotDelta, cut)
 	if err != nil {
-		e.logger.Error("encoding the vigil snapshot", "error", err)
+		e.logger.Error("encoding the vigil snapshot delta", "error", err)
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), snapshotTimeout)
-	defer cancel()
-	if err := storage.Store(ctx, snapshotKey(), data); err != nil {
-		e.logger.Error("saving the vigil snapshot", "error", err)
+	if err := storage.Store(ctx, deltaKey(key), data); err != nil {
+		e.logger.Error("saving the vigil snapshot delta", "error", err)
 		return
 	}
 	e.saveRegistry(storage)
-	e.logger.Debug("vigil snapshot saved", "bytes", len(data), "took", time.Since(start))
+	e.logger.Debug("vigil snapshot saved", "base_bytes", baseBytes, "delta_bytes", len(data), "took", time.Since(start))
 }
 
 // The user registry and the cohorts' memory (members, whom they e-mailed, the opt-out

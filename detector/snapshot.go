@@ -1,6 +1,7 @@
 package detector
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -169,6 +170,26 @@ type SnapshotInfo struct {
 	Counters, CounterCallers int
 }
 
+// SnapshotPart selects what [Store.WriteSnapshotPart] writes. A busy store's history is
+// mostly buckets that no longer change; a base holds those once, and a delta, written
+// far more often, the rest.
+type SnapshotPart uint8
+
+const (
+	// SnapshotFull is the whole history, as WriteSnapshot writes it.
+	SnapshotFull SnapshotPart = iota
+	// SnapshotBase is the buckets that lie wholly before the cut, of the route series and
+	// of the callers' history (a caller's day that spans the cut is left to the delta),
+	// with the series and callers they belong to. It has no top failing pairs, recent
+	// calls, totals or caller counters.
+	SnapshotBase
+	// SnapshotDelta is the rest: the buckets from the cut on, the callers' top failing
+	// pairs, the recent calls, the totals and the caller counters (whole). Reading a base
+	// and then the delta of the same cut into a store, in either order, restores what
+	// WriteSnapshot would have written when the delta was.
+	SnapshotDelta
+)
+
 // WriteSnapshot writes the store's history to w: the route view's series with every
 // bucket and sketch, the history of every user, company and key, the ring of recent
 // calls, the count of recorded calls, the newest call time, and the per-caller counts of
@@ -180,8 +201,17 @@ type SnapshotInfo struct {
 // written without any lock held, so the snapshot is not one atomic cut across series (a
 // call recorded during the write may be in one series and not in another).
 func (s *Store) WriteSnapshot(w io.Writer) error {
+	return s.WriteSnapshotPart(w, SnapshotFull, time.Time{})
+}
+
+// WriteSnapshotPart writes part of the history to w, as WriteSnapshot writes the whole:
+// the buckets before cut (SnapshotBase), or those from cut on and everything that is
+// not in buckets (SnapshotDelta). The cut should be a whole hour at least a little in
+// the past, so that no call is still on its way into a bucket before it. ReadSnapshot
+// reads either part.
+func (s *Store) WriteSnapshotPart(w io.Writer, part SnapshotPart, cut time.Time) error {
 	s.Flush()
-	e := &snapEncoder{w: w, buf: make([]byte, 0, snapFlushSize+4096)}
+	e := &snapEncoder{w: w, buf: make([]byte, 0, snapFlushSize+4096), part: part, cut: cut.Unix()}
 	e.buf = append(e.buf, snapshotMagic...)
 	e.buf = binary.AppendUvarint(e.buf, snapshotVersion)
 
@@ -200,10 +230,13 @@ func (s *Store) WriteSnapshot(w io.Writer) error {
 			sr.mu.Unlock()
 			continue
 		}
-		e.scratch = appendSeries(e.scratch[:0], &e.sketch, sr, s.route.res)
+		var ok bool
+		e.scratch, ok = e.appendSeries(e.scratch[:0], sr, s.route.res)
 		sr.mu.Unlock()
-		e.record(e.scratch)
-		e.flushIfFull()
+		if ok {
+			e.record(e.scratch)
+			e.flushIfFull()
+		}
 	}
 	e.endSection()
 
@@ -214,7 +247,11 @@ func (s *Store) WriteSnapshot(w io.Writer) error {
 	}
 
 	e.section(secRecent)
-	for _, c := range s.recent.oldestFirst() {
+	var recent []Call
+	if part != SnapshotBase {
+		recent = s.recent.oldestFirst()
+	}
+	for _, c := range recent {
 		e.scratch = appendCall(e.scratch[:0], &c)
 		e.record(e.scratch)
 		e.flushIfFull()
@@ -222,22 +259,30 @@ func (s *Store) WriteSnapshot(w io.Writer) error {
 	e.endSection()
 
 	e.section(secTotals)
-	b = binary.AppendUvarint(e.scratch[:0], s.recorded.Load())
+	recorded := s.recorded.Load()
+	if part == SnapshotBase {
+		recorded = 0 // the delta counts them
+	}
+	b = binary.AppendUvarint(e.scratch[:0], recorded)
 	b = binary.AppendVarint(b, s.lastEpoch.Load())
 	e.record(b)
 	e.endSection()
 
 	e.section(secCounters)
-	s.trackMu.Lock()
-	counters := slices.Clone(s.counters)
-	s.pendingCounters = nil // the counts of rules that did not come back are dropped
-	s.trackMu.Unlock()
-	for _, c := range counters {
-		b = append(e.scratch[:0], 0)
-		b = appendString(b, c.key)
-		b = append(b, byte(c.kind))
-		e.record(b)
-		e.callers(c.index, 1)
+	if part != SnapshotBase {
+		s.trackMu.Lock()
+		counters := slices.Clone(s.counters)
+		s.pendingCounters = nil // the counts of rules that did not come back are dropped
+		s.trackMu.Unlock()
+		e.part = SnapshotFull // counters are written whole
+		for _, c := range counters {
+			b = append(e.scratch[:0], 0)
+			b = appendString(b, c.key)
+			b = append(b, byte(c.kind))
+			e.record(b)
+			e.callers(c.index, 1)
+		}
+		e.part = part
 	}
 	e.endSection()
 
@@ -267,6 +312,20 @@ type snapEncoder struct {
 	sketch  []byte // a sketch
 	crc     uint32
 	err     error
+	part    SnapshotPart
+	cut     int64 // Unix seconds: the parts' cut
+}
+
+// keep says whether the bucket of slot, at a resolution of secs seconds, belongs to the
+// part being written.
+func (e *snapEncoder) keep(slot, secs int64) bool {
+	switch e.part {
+	case SnapshotBase:
+		return slot < floorDiv(e.cut, secs)
+	case SnapshotDelta:
+		return slot >= floorDiv(e.cut, secs)
+	}
+	return true
 }
 
 func (e *snapEncoder) section(tag byte) { e.buf = append(e.buf, tag) }
@@ -281,8 +340,10 @@ func (e *snapEncoder) callers(x *callerIndex, prefix ...byte) {
 			to := min(from+snapCallerChunk, len(sh.slab))
 			for j := from; j < to; j++ {
 				if c := &sh.slab[j]; c.id != "" {
-					e.scratch = appendCaller(append(e.scratch[:0], prefix...), c)
-					e.record(e.scratch)
+					var ok bool
+					if e.scratch, ok = e.appendCaller(append(e.scratch[:0], prefix...), c); ok {
+						e.record(e.scratch)
+					}
 				}
 			}
 			more := to < len(sh.slab)
@@ -358,8 +419,23 @@ func flagBits(blocked, limited bool) byte {
 	return f
 }
 
-// appendSeries appends the record of a route series; s.mu held.
-func appendSeries(b []byte, sketch *[]byte, s *series, res []resolution) []byte {
+// appendSeries appends the record of a route series with the buckets of the part being
+// written, and reports whether it has any; s.mu held.
+func (e *snapEncoder) appendSeries(b []byte, s *series, res []resolution) ([]byte, bool) {
+	kept, any := [maxResolutions]int{}, false
+	for i, r := range res {
+		ring := &s.rings[i]
+		for j := 0; j < ring.size; j++ {
+			if e.keep(ring.at(j).slot, r.secs) {
+				kept[i]++
+			}
+		}
+		any = any || kept[i] > 0
+	}
+	if !any && e.part != SnapshotFull {
+		return b, false
+	}
+	sketch := &e.sketch
 	l := &s.labels
 	b = appendString(b, l.Method)
 	b = appendString(b, l.Endpoint)
@@ -372,21 +448,26 @@ func appendSeries(b []byte, sketch *[]byte, s *series, res []resolution) []byte 
 		ring := &s.rings[i]
 		b = binary.AppendUvarint(b, uint64(r.secs))
 		b = binary.AppendUvarint(b, uint64(r.slots))
-		b = binary.AppendUvarint(b, uint64(ring.size))
+		b = binary.AppendUvarint(b, uint64(kept[i]))
+		prev, first := int64(0), true
 		for j := 0; j < ring.size; j++ {
+			bk := ring.at(j)
+			if !e.keep(bk.slot, r.secs) {
+				continue
+			}
 			if cap(b)-len(b) < 16<<10 {
 				b = slices.Grow(b, max(len(b), 16<<10)) // double: a busy series takes megabytes
 			}
-			bk := ring.at(j)
-			if j == 0 {
+			if first {
 				b = binary.AppendVarint(b, bk.slot)
 			} else {
-				b = binary.AppendUvarint(b, uint64(bk.slot-ring.at(j-1).slot))
+				b = binary.AppendUvarint(b, uint64(bk.slot-prev))
 			}
+			prev, first = bk.slot, false
 			b = appendBucket(b, sketch, bk)
 		}
 	}
-	return b
+	return b, true
 }
 
 func appendBucket(b []byte, sketch *[]byte, bk *bucket) []byte {
@@ -418,14 +499,20 @@ func appendBucket(b []byte, sketch *[]byte, bk *bucket) []byte {
 	return append(b, *sketch...)
 }
 
-// appendCaller appends the record of a caller; its shard's lock held.
-func appendCaller(b []byte, c *caller) []byte {
+// appendCaller appends the record of a caller with the buckets and top failing pairs of
+// the part being written, and reports whether it has any; its shard's lock held.
+func (e *snapEncoder) appendCaller(b []byte, c *caller) ([]byte, bool) {
+	hours, days := e.callerBuckets(c.hours, hourSecs), e.callerBuckets(c.days, daySecs)
+	withFails := e.part != SnapshotBase && c.fails != nil
+	if e.part != SnapshotFull && len(hours) == 0 && len(days) == 0 && !withFails {
+		return b, false
+	}
 	b = appendString(b, c.id)
 	b = appendTimes(b, c.first, c.last, c.first2xx)
-	b = appendCallerBuckets(b, c.hours)
-	b = appendCallerBuckets(b, c.days)
+	b = appendCallerBuckets(b, hours)
+	b = appendCallerBuckets(b, days)
 	var fails []Failing
-	if c.fails != nil {
+	if withFails {
 		for _, f := range c.fails {
 			if f.Count > 0 {
 				fails = append(fails, f)
@@ -438,7 +525,22 @@ func appendCaller(b []byte, c *caller) []byte {
 		b = binary.AppendUvarint(b, uint64(f.Status))
 		b = binary.AppendUvarint(b, uint64(f.Count))
 	}
-	return b
+	return b, true
+}
+
+// callerBuckets returns the run of bs, sorted by slot, that belongs to the part being
+// written.
+func (e *snapEncoder) callerBuckets(bs []callerBucket, secs int64) []callerBucket {
+	if e.part == SnapshotFull {
+		return bs
+	}
+	i, _ := slices.BinarySearchFunc(bs, floorDiv(e.cut, secs), func(b callerBucket, slot int64) int {
+		return cmp.Compare(int64(b.slot), slot)
+	})
+	if e.part == SnapshotBase {
+		return bs[:i]
+	}
+	return bs[i:]
 }
 
 func appendCallerBuckets(b []byte, bs []callerBucket) []byte {

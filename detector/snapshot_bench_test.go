@@ -29,6 +29,25 @@ func BenchmarkWriteSnapshot(b *testing.B) {
 	b.ReportMetric(float64(len(snap)), "snapshot-bytes")
 }
 
+// BenchmarkWriteSnapshotDelta writes what a gateway writes every minute between bases:
+// the delta of that store at a cut an hour back (the worst case, just before the next
+// base), against the full snapshot it used to write.
+func BenchmarkWriteSnapshotDelta(b *testing.B) {
+	s, snap := snapshotBenchStore(b)
+	cut := time.Date(2026, 11, 24, 11, 0, 0, 0, time.UTC) // the store's clock is at 12:00
+	var n countingWriter
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		n = 0
+		if err := s.WriteSnapshotPart(&n, SnapshotDelta, cut); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(n), "delta-bytes")
+	b.ReportMetric(float64(len(snap)), "full-bytes")
+}
+
 // BenchmarkReadSnapshot restores that snapshot into an empty store.
 func BenchmarkReadSnapshot(b *testing.B) {
 	_, snap := snapshotBenchStore(b)

@@ -608,3 +608,53 @@ func TestSnapshotKeepsCallerCounters(t *testing.T) {
 		t.Errorf("version 1 snapshot: %v", err)
 	}
 }
+
+// A base written at a cut and a delta written later, at the same cut, read back into a
+// store in either order, answer as the store that wrote them: no bucket is in both, none
+// is missing, and the top failing pairs, recent calls and totals come once, from the
+// delta.
+func TestSnapshotBaseAndDelta(t *testing.T) {
+	w := newWorld(t, 13, 6000)
+	cut := w.now.Add(-3 * time.Hour).Truncate(time.Hour)
+	cfg := Config{RecentCalls: len(w.calls)}
+	s := New(cfg)
+	var late []Call
+	for i := range w.calls {
+		if w.calls[i].Time.Before(cut) {
+			s.Record(&w.calls[i])
+		} else {
+			late = append(late, w.calls[i])
+		}
+	}
+	var base, delta bytes.Buffer
+	if err := s.WriteSnapshotPart(&base, SnapshotBase, cut); err != nil {
+		t.Fatal(err)
+	}
+	for i := range late {
+		s.Record(&late[i])
+	}
+	if err := s.WriteSnapshotPart(&delta, SnapshotDelta, cut); err != nil {
+		t.Fatal(err)
+	}
+	full := snapshotOf(t, s)
+	if base.Len() >= len(full) || delta.Len() >= len(full) {
+		t.Errorf("base %d and delta %d bytes, want each less than the full %d", base.Len(), delta.Len(), len(full))
+	}
+	for _, order := range [][]*bytes.Buffer{{&base, &delta}, {&delta, &base}} {
+		r := New(cfg)
+		for _, part := range order {
+			if _, err := r.ReadSnapshot(bytes.NewReader(part.Bytes())); err != nil {
+				t.Fatal(err)
+			}
+		}
+		sameAnswers(t, s, r, w.calls, w.now)
+		for _, id := range []string{"u-1", "u-7", Anonymous} {
+			a, _ := s.Caller(DimUser, id)
+			b, _ := r.Caller(DimUser, id)
+			if !reflect.DeepEqual(a.TopFailing, b.TopFailing) {
+				t.Errorf("%s's top failing pairs %+v, want %+v", id, b.TopFailing, a.TopFailing)
+			}
+		}
+	}
+	t.Logf("full %d bytes, base %d, delta %d", len(full), base.Len(), delta.Len())
+}

@@ -1,0 +1,109 @@
+package caddyplugin
+
+import (
+	"context"
+	"log/slog"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/certmagic"
+
+	"github.com/vigilgw/vigil/caddyplugin/limit"
+	"github.com/vigilgw/vigil/detector"
+)
+
+// TestSnapshotBaseAndDelta checks how the engine saves its state: a base of the store's
+// buckets before the hour, written once an hour, and a delta of the rest written every
+// time; a restart reads both, or the base alone when the delta goes with another base or
+// is damaged (kept aside).
+func TestSnapshotBaseAndDelta(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	app := &App{storage: &certmagic.FileStorage{Path: dir}}
+	now := time.Date(2026, 11, 24, 12, 30, 0, 0, time.UTC)
+	newAt := func() *engine {
+		e := newEngine(app, slog.New(slog.DiscardHandler))
+		e.setClock(now)
+		return e
+	}
+	record := func(e *engine, at time.Time, n int) {
+		for range n {
+			e.store.Record(&detector.Call{Time: at, Method: "GET", Endpoint: "/v1/orders", Status: 200, User: "u-1"})
+		}
+	}
+	count := func(e *engine) uint64 {
+		var f detector.Filter
+		m, err := f.Compile()
+		if err != nil {
+			t.Fatal(err)
+		}
+		aggs, err := e.store.Aggregate(&detector.Query{Filter: m, Window: 24 * time.Hour, End: now})
+		if err != nil || len(aggs) != 1 {
+			t.Fatalf("aggregate: %v %v", aggs, err)
+		}
+		return aggs[0].Count
+	}
+	q := limit.Quota{Limit: 1000, Period: limit.Day}
+	used := func(e *engine) int64 {
+		u, err := e.limiter.QuotaUsage(ctx, "site/user", "u-1", q, nil, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return u.Used
+	}
+
+	e := newAt()
+	record(e, now.Add(-2*time.Hour), 5)    // before the cut (12:00): in the base
+	record(e, now.Add(-10*time.Minute), 3) // after it: in the delta
+	e.saveSnapshot(app.storage)
+	base, err := app.storage.Load(ctx, snapshotKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	record(e, now.Add(-time.Minute), 4)
+	if _, err := e.limiter.AddQuota(ctx, "site/user", "u-1", q, nil, now, 7); err != nil {
+		t.Fatal(err)
+	}
+	e.saveSnapshot(app.storage)
+	if again, _ := app.storage.Load(ctx, snapshotKey()); string(again) != string(base) {
+		t.Fatal("the base was written again within the hour")
+	}
+
+	r := newAt()
+	if got := count(r); got != 12 {
+		t.Fatalf("restored %d calls, want 12 (5 from the base, 7 from the delta)", got)
+	}
+	if got := used(r); got != 7 {
+		t.Fatalf("restored quota used %d, want 7 (the delta's, newer than the base's)", got)
+	}
+	if r.baseCut.Load() != now.Truncate(time.Hour).Unix() {
+		t.Fatalf("restored base cut %d", r.baseCut.Load())
+	}
+
+	// A delta of another base (the gateway stopped between the two writes): base alone.
+	other, err := e.encodeSnapshot(detector.SnapshotDelta, now.Add(-time.Hour).Truncate(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	delta, _ := app.storage.Load(ctx, deltaKey(snapshotKey()))
+	if err := app.storage.Store(ctx, deltaKey(snapshotKey()), other); err != nil {
+		t.Fatal(err)
+	}
+	if got := count(newAt()); got != 5 {
+		t.Fatalf("with another base's delta: %d calls, want the base's 5", got)
+	}
+
+	// A damaged delta: base alone, the delta kept aside.
+	delta[len(delta)/2] ^= 0xff
+	if err := app.storage.Store(ctx, deltaKey(snapshotKey()), delta); err != nil {
+		t.Fatal(err)
+	}
+	if got := count(newAt()); got != 5 {
+		t.Fatalf("with a damaged delta: %d calls, want the base's 5", got)
+	}
+	aside, _ := filepath.Glob(filepath.Join(dir, "vigil", "snapshot", "*.delta.corrupt-*"))
+	if len(aside) != 1 {
+		t.Fatalf("the damaged delta was not kept aside: %v", aside)
+	}
+}
