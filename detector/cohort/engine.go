@@ -251,7 +251,6 @@ type candidate struct {
 	// the counts read it once.
 	countsOf *counts
 	count    uint64
-	counted  bool // count is the behaviour count of the rule being acted on (detached)
 }
 
 // calls reads the candidate's first call and first success when first needed.
@@ -286,9 +285,6 @@ func (e *Engine) Evaluate(now time.Time) {
 		if len(rs) > 0 {
 			outs = append(outs, e.evaluate(rs, kind, now)...)
 		}
-		for _, c := range rs {
-			c.counts = nil
-		}
 	}
 	e.registry.mu.RUnlock()
 	if e.beforeRender != nil {
@@ -305,6 +301,9 @@ func (e *Engine) Evaluate(now time.Time) {
 			}
 		}
 	}
+	for _, c := range e.rules {
+		c.counts = nil // the e-mails' figures read them too
+	}
 	n := e.notifier
 	e.mu.Unlock()
 	e.dispatch(n, events)
@@ -320,19 +319,14 @@ type ruleOutput struct {
 }
 
 // detach returns a copy of the candidate that outlives the registry's lock: its user
-// entry is copied (an upsert replaces entries, so the copy's slices stay as they are),
-// and its behaviour count, which the rule's counts of this evaluation hold, is read now.
-func (cd *candidate) detach(e *Engine, c *cohortRule, now time.Time) candidate {
+// entry is copied (an upsert replaces entries, so the copy's slices stay as they are).
+func (cd *candidate) detach() candidate {
 	d := *cd
 	if cd.user != nil {
 		u := *cd.user
 		d.user = &u
 	}
 	d.slot = -1
-	if c.rule.Behavior != nil {
-		d.countsOf, d.count = nil, e.behaviorCount(c, cd.id, now)
-		d.counted = true
-	}
 	return d
 }
 
@@ -506,14 +500,6 @@ func (e *Engine) behaviorCount(c *cohortRule, id string, now time.Time) uint64 {
 	return uint64(e.store.CallerCountApplied(c.kind, id, w, now).Calls)
 }
 
-// candidateCount is behaviorCount for a candidate, which may carry it (detached).
-func (e *Engine) candidateCount(c *cohortRule, cd *candidate, now time.Time) uint64 {
-	if cd.counted {
-		return cd.count
-	}
-	return e.behaviorCount(c, cd.id, now)
-}
-
 // evaluate works out the members of rules of one kind in one pass over the candidates.
 func (e *Engine) evaluate(rs []*cohortRule, kind detector.Dim, now time.Time) []ruleOutput {
 	mails := make([][]candidate, len(rs))
@@ -561,7 +547,7 @@ func (e *Engine) evaluate(rs []*cohortRule, kind detector.Dim, now time.Time) []
 			case cd.user == nil || cd.user.email == "":
 				e.logger.Debug("cohort e-mail not sent", "rule", c.rule.ID, "user", cd.id, "reason", "no registered e-mail address")
 			default:
-				mails[i] = append(mails[i], cd.detach(e, c, now))
+				mails[i] = append(mails[i], cd.detach())
 			}
 		}
 		if p != nil {
@@ -664,7 +650,7 @@ func (e *Engine) mail(c *cohortRule, cd *candidate, now time.Time) (alert.Event,
 		Summary: fmt.Sprintf("e-mail %q to %s (%s), who entered the cohort %q", msg.Subject, cd.id, msg.To[0], r.Name),
 	}
 	if r.Behavior != nil {
-		ev.Value = float64(e.candidateCount(c, cd, now))
+		ev.Value = float64(e.behaviorCount(c, cd.id, now))
 		ev.Window = r.Behavior.Window.String()
 	}
 	return ev, true
@@ -730,7 +716,7 @@ func (e *Engine) figures(c *cohortRule, cd *candidate, now time.Time) Figures {
 	all := e.store.CallerCountApplied(c.kind, cd.id, w, now)
 	f := Figures{Calls: uint64(all.Calls), Errors4xx: uint64(all.Status4), Errors5xx: uint64(all.Status5)}
 	if c.rule.Behavior != nil {
-		f.Matched = e.candidateCount(c, cd, now)
+		f.Matched = e.behaviorCount(c, cd.id, now)
 	}
 	if h, ok := e.store.CallerApplied(c.kind, cd.id); ok {
 		f.TopFailing = h.TopFailing
