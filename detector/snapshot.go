@@ -242,7 +242,7 @@ func (s *Store) WriteSnapshotPart(w io.Writer, part SnapshotPart, cut time.Time)
 
 	for k, x := range s.callers {
 		e.section(byte(secUsers + k))
-		e.callers(x)
+		e.callers(x, e.part)
 		e.endSection()
 	}
 
@@ -274,15 +274,13 @@ func (s *Store) WriteSnapshotPart(w io.Writer, part SnapshotPart, cut time.Time)
 		counters := slices.Clone(s.counters)
 		s.pendingCounters = nil // the counts of rules that did not come back are dropped
 		s.trackMu.Unlock()
-		e.part = SnapshotFull // counters are written whole
 		for _, c := range counters {
 			b = append(e.scratch[:0], 0)
 			b = appendString(b, c.key)
 			b = append(b, byte(c.kind))
 			e.record(b)
-			e.callers(c.index, 1)
+			e.callers(c.index, SnapshotFull, 1) // counters are written whole
 		}
-		e.part = part
 	}
 	e.endSection()
 
@@ -332,7 +330,7 @@ func (e *snapEncoder) section(tag byte) { e.buf = append(e.buf, tag) }
 
 // callers writes a record per caller of x, each a few hundred under one shard lock, each
 // record starting with the bytes of prefix.
-func (e *snapEncoder) callers(x *callerIndex, prefix ...byte) {
+func (e *snapEncoder) callers(x *callerIndex, part SnapshotPart, prefix ...byte) {
 	for i := range x.shards {
 		sh := &x.shards[i]
 		for from := 0; ; from += snapCallerChunk {
@@ -341,7 +339,7 @@ func (e *snapEncoder) callers(x *callerIndex, prefix ...byte) {
 			for j := from; j < to; j++ {
 				if c := &sh.slab[j]; c.id != "" {
 					var ok bool
-					if e.scratch, ok = e.appendCaller(append(e.scratch[:0], prefix...), c); ok {
+					if e.scratch, ok = e.appendCaller(append(e.scratch[:0], prefix...), c, part); ok {
 						e.record(e.scratch)
 					}
 				}
@@ -500,11 +498,11 @@ func appendBucket(b []byte, sketch *[]byte, bk *bucket) []byte {
 }
 
 // appendCaller appends the record of a caller with the buckets and top failing pairs of
-// the part being written, and reports whether it has any; its shard's lock held.
-func (e *snapEncoder) appendCaller(b []byte, c *caller) ([]byte, bool) {
-	hours, days := e.callerBuckets(c.hours, hourSecs), e.callerBuckets(c.days, daySecs)
-	withFails := e.part != SnapshotBase && c.fails != nil
-	if e.part != SnapshotFull && len(hours) == 0 && len(days) == 0 && !withFails {
+// the part, and reports whether it has any; its shard's lock held.
+func (e *snapEncoder) appendCaller(b []byte, c *caller, part SnapshotPart) ([]byte, bool) {
+	hours, days := e.callerBuckets(c.hours, hourSecs, part), e.callerBuckets(c.days, daySecs, part)
+	withFails := part != SnapshotBase && c.fails != nil
+	if part != SnapshotFull && len(hours) == 0 && len(days) == 0 && !withFails {
 		return b, false
 	}
 	b = appendString(b, c.id)
@@ -528,16 +526,15 @@ func (e *snapEncoder) appendCaller(b []byte, c *caller) ([]byte, bool) {
 	return b, true
 }
 
-// callerBuckets returns the run of bs, sorted by slot, that belongs to the part being
-// written.
-func (e *snapEncoder) callerBuckets(bs []callerBucket, secs int64) []callerBucket {
-	if e.part == SnapshotFull {
+// callerBuckets returns the run of bs, sorted by slot, that belongs to the part.
+func (e *snapEncoder) callerBuckets(bs []callerBucket, secs int64, part SnapshotPart) []callerBucket {
+	if part == SnapshotFull {
 		return bs
 	}
 	i, _ := slices.BinarySearchFunc(bs, floorDiv(e.cut, secs), func(b callerBucket, slot int64) int {
 		return cmp.Compare(int64(b.slot), slot)
 	})
-	if e.part == SnapshotBase {
+	if part == SnapshotBase {
 		return bs[:i]
 	}
 	return bs[i:]
