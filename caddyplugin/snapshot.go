@@ -77,32 +77,32 @@ type pendingRestore struct {
 	events []alert.Event
 }
 
-// encodeSnapshot encodes the engine's state, with the store's part of the given cut.
+// encodeSnapshot encodes the engine's state, with the store's part of the given cut. The
+// store's part, which may be hundreds of megabytes, is written once into the buffer that
+// is returned, after room left for the header, and not copied again.
 func (e *engine) encodeSnapshot(part detector.SnapshotPart, cut time.Time) ([]byte, error) {
-	var store bytes.Buffer
-	if err := e.store.WriteSnapshotPart(&store, part, cut); err != nil {
+	const room = len(snapshotMagic) + 3*binary.MaxVarintLen64 + 1 // version, part, cut, store length
+	buf := bytes.NewBuffer(make([]byte, room, room+64<<10))
+	if err := e.store.WriteSnapshotPart(buf, part, cut); err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
-	sections := [][]byte{store.Bytes()}
+	b := buf.Bytes()
+	h := append([]byte(snapshotMagic), binary.AppendUvarint(nil, snapshotVersion)...)
+	h = append(h, byte(part))
+	h = binary.AppendVarint(h, cut.Unix())
+	h = binary.AppendUvarint(h, uint64(len(b)-room))
+	b = b[room-len(h):]
+	copy(b, h)
 	for _, v := range []any{e.rules.State(), e.limiter.Export(), e.blocks.Entries(e.now()), e.rules.History().All()} {
-		b, err := json.Marshal(v)
+		js, err := json.Marshal(v)
 		if err != nil {
 			return nil, err
 		}
-		sections = append(sections, b)
+		b = binary.AppendUvarint(b, uint64(len(js)))
+		b = append(b, js...)
 	}
-	var out bytes.Buffer
-	out.WriteString(snapshotMagic)
-	out.Write(binary.AppendUvarint(nil, snapshotVersion))
-	out.WriteByte(byte(part))
-	out.Write(binary.AppendVarint(nil, cut.Unix()))
-	for _, s := range sections {
-		out.Write(binary.AppendUvarint(nil, uint64(len(s))))
-		out.Write(s)
-	}
-	sum := sha256.Sum256(out.Bytes())
-	out.Write(sum[:])
-	return out.Bytes(), nil
+	sum := sha256.Sum256(b)
+	return append(b, sum[:]...), nil
 }
 
 // decodedSnapshot is a checked snapshot, split into its sections.

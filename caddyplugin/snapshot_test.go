@@ -1,7 +1,10 @@
 package caddyplugin
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
 	"log/slog"
 	"path/filepath"
 	"testing"
@@ -105,5 +108,46 @@ func TestSnapshotBaseAndDelta(t *testing.T) {
 	aside, _ := filepath.Glob(filepath.Join(dir, "vigil", "snapshot", "*.delta.corrupt-*"))
 	if len(aside) != 1 {
 		t.Fatalf("the damaged delta was not kept aside: %v", aside)
+	}
+}
+
+// TestSnapshotVersion1 checks that a snapshot of the format before bases and deltas
+// (version 1: no part or cut) is restored as a full one, and that the next save writes
+// a base and a delta.
+func TestSnapshotVersion1(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	app := &App{storage: &certmagic.FileStorage{Path: dir}}
+	now := time.Date(2026, 11, 24, 12, 30, 0, 0, time.UTC)
+	store := detector.New(detector.Config{})
+	for range 6 {
+		store.Record(&detector.Call{Time: now.Add(-3 * time.Hour), Method: "GET", Endpoint: "/v1/orders", Status: 200, User: "u-1"})
+	}
+	var st bytes.Buffer
+	if err := store.WriteSnapshot(&st); err != nil {
+		t.Fatal(err)
+	}
+	v1 := append([]byte(snapshotMagic), 1)
+	for _, sec := range [][]byte{st.Bytes(), []byte(`{"rules": []}`), []byte(`[]`), []byte(`[]`), []byte(`[]`)} {
+		v1 = binary.AppendUvarint(v1, uint64(len(sec)))
+		v1 = append(v1, sec...)
+	}
+	sum := sha256.Sum256(v1)
+	if err := app.storage.Store(ctx, snapshotKey(), append(v1, sum[:]...)); err != nil {
+		t.Fatal(err)
+	}
+	e := newEngine(app, slog.New(slog.DiscardHandler))
+	e.setClock(now)
+	if got := e.store.Stats().Recorded; got != 6 {
+		t.Fatalf("restored %d calls from a version 1 snapshot, want 6", got)
+	}
+	if e.baseCut.Load() != 0 {
+		t.Fatal("a version 1 snapshot taken for a base")
+	}
+	e.saveSnapshot(app.storage)
+	for _, k := range []string{snapshotKey(), deltaKey(snapshotKey())} {
+		if !app.storage.Exists(ctx, k) {
+			t.Fatalf("no %s after the first save", k)
+		}
 	}
 }
