@@ -69,6 +69,9 @@ type engine struct {
 	// baseCut is the cut (Unix seconds) of the snapshot base in storage that the deltas
 	// written now go with; 0 until a base is written or restored.
 	baseCut atomic.Int64
+	// snapStats is what saveSnapshot did, for the metrics; snapshotBusy guards writes.
+	snapMu    sync.Mutex
+	snapStats metrics.SnapshotStats
 
 	loopMu  sync.Mutex
 	stop    chan struct{} // closed to stop the loop
@@ -111,6 +114,9 @@ func (e *engine) reportMetrics(r *metrics.Registry) {
 	st := e.store.Stats()
 	r.SetStoreStats(metrics.StoreStats{Series: st.Series + st.DetailSeries, Users: st.Users, Companies: st.Companies, Keys: st.Keys, Overflow: st.Overflow})
 	r.SetAlertsFiring(e.rules.Firing())
+	e.snapMu.Lock()
+	r.SetSnapshotStats(e.snapStats)
+	e.snapMu.Unlock()
 	e.queueMu.Lock()
 	q := e.queue
 	e.queueMu.Unlock()

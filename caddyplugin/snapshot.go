@@ -296,11 +296,11 @@ func (e *engine) saveSnapshot(storage certmagic.Storage) {
 	var baseBytes int
 	if e.baseCut.Load() != cut.Unix() {
 		data, err := e.encodeSnapshot(detector.SnapshotBase, cut)
-		if err != nil {
-			e.logger.Error("encoding the vigil snapshot base", "error", err)
-			return
+		if err == nil {
+			err = storage.Store(ctx, key, data)
 		}
-		if err := storage.Store(ctx, key, data); err != nil {
+		e.countSnapshot(detector.SnapshotBase, len(data), err)
+		if err != nil {
 			e.logger.Error("saving the vigil snapshot base", "error", err)
 			return // the base and delta in storage still go together
 		}
@@ -308,16 +308,36 @@ func (e *engine) saveSnapshot(storage certmagic.Storage) {
 		baseBytes = len(data)
 	}
 	data, err := e.encodeSnapshot(detector.SnapshotDelta, cut)
-	if err != nil {
-		e.logger.Error("encoding the vigil snapshot delta", "error", err)
-		return
+	if err == nil {
+		err = storage.Store(ctx, deltaKey(key), data)
 	}
-	if err := storage.Store(ctx, deltaKey(key), data); err != nil {
+	e.countSnapshot(detector.SnapshotDelta, len(data), err)
+	if err != nil {
 		e.logger.Error("saving the vigil snapshot delta", "error", err)
 		return
 	}
 	e.saveRegistry(storage)
 	e.logger.Debug("vigil snapshot saved", "base_bytes", baseBytes, "delta_bytes", len(data), "took", time.Since(start))
+}
+
+// countSnapshot counts a part written (err nil, size bytes) or failed, for the metrics.
+func (e *engine) countSnapshot(part detector.SnapshotPart, size int, err error) {
+	e.snapMu.Lock()
+	defer e.snapMu.Unlock()
+	st := &e.snapStats
+	switch {
+	case part == detector.SnapshotBase && err != nil:
+		st.BaseFailures++
+	case part == detector.SnapshotBase:
+		st.BaseWrites++
+		st.BaseBytes = int64(size)
+	case err != nil:
+		st.DeltaFailures++
+	default:
+		st.DeltaWrites++
+		st.DeltaBytes = int64(size)
+		st.LastSuccess = time.Now()
+	}
 }
 
 // The user registry and the cohorts' memory (members, whom they e-mailed, the opt-out

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -72,6 +73,21 @@ func TestSnapshotBaseAndDelta(t *testing.T) {
 	if again, _ := app.storage.Load(ctx, snapshotKey()); string(again) != string(base) {
 		t.Fatal("the base was written again within the hour")
 	}
+	if st := e.snapStats; st.BaseWrites != 1 || st.DeltaWrites != 2 || st.BaseFailures+st.DeltaFailures != 0 ||
+		st.BaseBytes != int64(len(base)) || st.DeltaBytes == 0 || st.LastSuccess.IsZero() {
+		t.Fatalf("snapshot stats %+v", st)
+	}
+	// A storage that fails: counted, and the parts in the good storage stay a pair.
+	file := filepath.Join(dir, "not-a-dir")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.baseCut.Store(0) // as after the hour turns: a base is due
+	e.saveSnapshot(&certmagic.FileStorage{Path: file})
+	if st := e.snapStats; st.BaseFailures != 1 || st.DeltaFailures != 0 || st.DeltaWrites != 2 {
+		t.Fatalf("snapshot stats after a failing storage %+v, want one base failure and no delta tried", st)
+	}
+	e.baseCut.Store(now.Truncate(time.Hour).Unix())
 
 	r := newAt()
 	if got := count(r); got != 12 {

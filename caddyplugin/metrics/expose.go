@@ -174,6 +174,32 @@ func (r *Registry) writeReported(e *encoder) {
 		e.series("vigil_store_overflow_total")
 		e.uint(rep.storeOverflow.value())
 	}
+
+	snap := &rep.snapshot
+	e.family("vigil_snapshot_writes_total", "counter",
+		"Snapshot parts written to Caddy storage, by part (base: the settled history, hourly; delta: the rest, every snapshot interval) and outcome (ok or failed).")
+	if rep.snapshotSet {
+		for _, w := range [...]struct {
+			part, outcome string
+			n             uint64
+		}{{"base", "ok", snap.BaseWrites}, {"base", "failed", snap.BaseFailures}, {"delta", "ok", snap.DeltaWrites}, {"delta", "failed", snap.DeltaFailures}} {
+			e.series("vigil_snapshot_writes_total", "part", w.part, "outcome", w.outcome)
+			e.uint(w.n)
+		}
+	}
+	e.family("vigil_snapshot_bytes", "gauge", "Size of the last snapshot part written, by part: base or delta.")
+	if rep.snapshotSet {
+		e.series("vigil_snapshot_bytes", "part", "base")
+		e.int(snap.BaseBytes)
+		e.series("vigil_snapshot_bytes", "part", "delta")
+		e.int(snap.DeltaBytes)
+	}
+	e.family("vigil_snapshot_last_success_timestamp_seconds", "gauge",
+		"When the last snapshot was completed (its delta written), in Unix seconds: what a restart would get back.")
+	if rep.snapshotSet && !snap.LastSuccess.IsZero() {
+		e.series("vigil_snapshot_last_success_timestamp_seconds")
+		e.float(float64(snap.LastSuccess.UnixNano()) / 1e9)
+	}
 }
 
 // encoder builds the exposition text.

@@ -61,6 +61,12 @@ vigil_blocked_total{kind="cidr"} 0
 # TYPE vigil_tracked_callers gauge
 # HELP vigil_store_overflow_total Calls the detector store counted under an "other" series because a view was full.
 # TYPE vigil_store_overflow_total counter
+# HELP vigil_snapshot_writes_total Snapshot parts written to Caddy storage, by part (base: the settled history, hourly; delta: the rest, every snapshot interval) and outcome (ok or failed).
+# TYPE vigil_snapshot_writes_total counter
+# HELP vigil_snapshot_bytes Size of the last snapshot part written, by part: base or delta.
+# TYPE vigil_snapshot_bytes gauge
+# HELP vigil_snapshot_last_success_timestamp_seconds When the last snapshot was completed (its delta written), in Unix seconds: what a restart would get back.
+# TYPE vigil_snapshot_last_success_timestamp_seconds gauge
 # HELP vigil_metrics_label_overflow_total Updates counted under the label value "other" because the label had reached its cap, by metric family. Any increase means a cap is too low.
 # TYPE vigil_metrics_label_overflow_total counter
 vigil_metrics_label_overflow_total{family="vigil_requests_total"} 0
@@ -335,6 +341,29 @@ vigil_tracked_callers{kind="key"} 1
 			},
 			family: "vigil_tracked_series",
 			want:   seriesHead + "vigil_tracked_series 7\n",
+		},
+		{
+			name: "snapshots: writes by part and outcome",
+			update: func(r *Registry) {
+				r.SetSnapshotStats(SnapshotStats{BaseWrites: 1, DeltaWrites: 60, DeltaFailures: 2, BaseBytes: 900, DeltaBytes: 34})
+			},
+			family: "vigil_snapshot_writes_total",
+			want: "# HELP vigil_snapshot_writes_total Snapshot parts written to Caddy storage, by part (base: the settled history, hourly; delta: the rest, every snapshot interval) and outcome (ok or failed).\n# TYPE vigil_snapshot_writes_total counter\n" +
+				`vigil_snapshot_writes_total{part="base",outcome="ok"} 1
+vigil_snapshot_writes_total{part="base",outcome="failed"} 0
+vigil_snapshot_writes_total{part="delta",outcome="ok"} 60
+vigil_snapshot_writes_total{part="delta",outcome="failed"} 2
+`,
+		},
+		{
+			name: "snapshots: last success, once there is one",
+			update: func(r *Registry) {
+				r.SetSnapshotStats(SnapshotStats{DeltaFailures: 1})
+				r.SetSnapshotStats(SnapshotStats{DeltaWrites: 1, LastSuccess: time.Unix(1795536000, 500000000)})
+			},
+			family: "vigil_snapshot_last_success_timestamp_seconds",
+			want: "# HELP vigil_snapshot_last_success_timestamp_seconds When the last snapshot was completed (its delta written), in Unix seconds: what a restart would get back.\n# TYPE vigil_snapshot_last_success_timestamp_seconds gauge\n" +
+				"vigil_snapshot_last_success_timestamp_seconds 1.7955360005e+09\n",
 		},
 		{
 			name: "store: overflow never goes down",

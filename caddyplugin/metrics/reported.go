@@ -3,6 +3,7 @@ package metrics
 import (
 	"maps"
 	"slices"
+	"time"
 )
 
 // The families in this file are not counted by the registry: the engine reports them
@@ -22,6 +23,9 @@ type reported struct {
 	storeSet      bool // SetStoreStats was called at least once
 	store         StoreStats
 	storeOverflow monotonic
+
+	snapshotSet bool // SetSnapshotStats was called at least once
+	snapshot    SnapshotStats
 }
 
 // gaugeSample is one labelled gauge value.
@@ -190,6 +194,30 @@ func (r *Registry) SetStoreStats(s StoreStats) {
 	r.reported.storeSet = true
 	r.reported.store = s
 	r.reported.storeOverflow.set(s.Overflow)
+}
+
+// SnapshotStats is what the engine reports of the snapshots it saves to Caddy storage:
+// a base (the store's settled buckets, once an hour) and a delta (the rest, every
+// snapshot interval).
+type SnapshotStats struct {
+	// BaseWrites, BaseFailures, DeltaWrites and DeltaFailures count the parts written and
+	// the writes that failed (encoding or storage), since the engine started.
+	BaseWrites, BaseFailures, DeltaWrites, DeltaFailures uint64
+	// BaseBytes and DeltaBytes are the sizes of the last part of each kind written.
+	BaseBytes, DeltaBytes int64
+	// LastSuccess is when the last delta was written, which completes a snapshot: what a
+	// restart would get back. Zero until then.
+	LastSuccess time.Time
+}
+
+// SetSnapshotStats reports the snapshots: vigil_snapshot_writes_total,
+// vigil_snapshot_bytes and vigil_snapshot_last_success_timestamp_seconds, which are
+// written only once it has been called.
+func (r *Registry) SetSnapshotStats(s SnapshotStats) {
+	r.reportMu.Lock()
+	defer r.reportMu.Unlock()
+	r.reported.snapshotSet = true
+	r.reported.snapshot = s
 }
 
 // monotonic turns totals reported by a source that may start again from zero into a
