@@ -82,18 +82,21 @@ func parse(t *testing.T, out string) map[string]*dto.MetricFamily {
 func TestParsedFamilies(t *testing.T) {
 	families := parse(t, scrape(t, fullRegistry()))
 	want := map[string]dto.MetricType{
-		"vigil_requests_total":               dto.MetricType_COUNTER,
-		"vigil_request_duration_seconds":     dto.MetricType_HISTOGRAM,
-		"vigil_rate_limited_total":           dto.MetricType_COUNTER,
-		"vigil_blocked_total":                dto.MetricType_COUNTER,
-		"vigil_quota_exceeded_total":         dto.MetricType_COUNTER,
-		"vigil_alerts_firing":                dto.MetricType_GAUGE,
-		"vigil_notifications_total":          dto.MetricType_COUNTER,
-		"vigil_notification_queue_length":    dto.MetricType_GAUGE,
-		"vigil_tracked_series":               dto.MetricType_GAUGE,
-		"vigil_tracked_callers":              dto.MetricType_GAUGE,
-		"vigil_store_overflow_total":         dto.MetricType_COUNTER,
-		"vigil_metrics_label_overflow_total": dto.MetricType_COUNTER,
+		"vigil_requests_total":                          dto.MetricType_COUNTER,
+		"vigil_request_duration_seconds":                dto.MetricType_HISTOGRAM,
+		"vigil_rate_limited_total":                      dto.MetricType_COUNTER,
+		"vigil_blocked_total":                           dto.MetricType_COUNTER,
+		"vigil_quota_exceeded_total":                    dto.MetricType_COUNTER,
+		"vigil_alerts_firing":                           dto.MetricType_GAUGE,
+		"vigil_notifications_total":                     dto.MetricType_COUNTER,
+		"vigil_notification_queue_length":               dto.MetricType_GAUGE,
+		"vigil_tracked_series":                          dto.MetricType_GAUGE,
+		"vigil_tracked_callers":                         dto.MetricType_GAUGE,
+		"vigil_store_overflow_total":                    dto.MetricType_COUNTER,
+		"vigil_snapshot_writes_total":                   dto.MetricType_COUNTER,
+		"vigil_snapshot_bytes":                          dto.MetricType_GAUGE,
+		"vigil_snapshot_last_success_timestamp_seconds": dto.MetricType_GAUGE,
+		"vigil_metrics_label_overflow_total":            dto.MetricType_COUNTER,
 	}
 	for name, typ := range want {
 		f, ok := families[name]
