@@ -270,9 +270,15 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 // state fits in fixed arrays on the stack.
 const maxPolicies = 8
 
-// ServeHTTP identifies, checks and records the call.
+// ServeHTTP identifies, checks and records the call. Its latency is counted from Caddy's
+// start of the request (the start_time variable), so that it includes the handlers
+// before this one, as vigil_request_duration_seconds says.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	start := time.Now()
+	vars, _ := r.Context().Value(caddyhttp.VarsCtxKey).(map[string]any)
+	start, ok := vars["start_time"].(time.Time)
+	if !ok {
+		start = time.Now()
+	}
 	e := h.eng
 	now := e.at(start)
 	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
@@ -290,7 +296,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	} else {
 		c.Key = identity.Anonymous
 	}
-	ipStr, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
+	ipStr, _ := vars[caddyhttp.ClientIPVarKey].(string)
 	if ip, err := netip.ParseAddr(ipStr); err == nil {
 		c.IP = ip.Unmap().WithZone("")
 	}
