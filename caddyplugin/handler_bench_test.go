@@ -73,9 +73,16 @@ func newBenchHandler(tb testing.TB, handlerJSON string) *benchHandler {
 	if handlerJSON == "" {
 		return bh
 	}
+	// Storage of its own: the default is the user's Caddy data directory, where the
+	// engine would restore, and save, the snapshot of the user's own gateway.
+	storage, err := json.Marshal(map[string]string{"module": "file_system", "root": tb.TempDir()})
+	if err != nil {
+		tb.Fatal(err)
+	}
 	ctx, err := caddy.ProvisionContext(&caddy.Config{
-		Admin:   &caddy.AdminConfig{Disabled: true},
-		AppsRaw: caddy.ModuleMap{"vigil": json.RawMessage(`{"tick": "1s"}`)},
+		Admin:      &caddy.AdminConfig{Disabled: true},
+		StorageRaw: storage,
+		AppsRaw:    caddy.ModuleMap{"vigil": json.RawMessage(`{"tick": "1s"}`)},
 	})
 	if err != nil {
 		tb.Fatalf("provisioning the vigil app: %v", err)
