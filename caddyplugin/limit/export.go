@@ -91,20 +91,16 @@ func (m *Memory) Import(entries []Entry) error {
 		k := entryKey{e.Policy, e.Key, quota}
 		id, s := m.hashOf(k)
 		s.mu.Lock()
-		s.dropCollision(id) // the entry of the same kind, policy and key, if any
+		// add* replace the entry of the same kind, policy and key, if any: its index hash
+		// is the same.
 		if quota {
-			s.makeRoom(m, math.MinInt64)
-			s.index.set(id.h, int32(len(s.counters)))
-			c := counter{id: id, k: k, used: e.Used, limit: e.Limit, start: e.PeriodStart.UnixNano(), end: e.PeriodEnd.UnixNano()}
-			s.counters = append(s.counters, c)
-			s.minEnd = min(s.minEnd, c.end)
+			s.addCounter(m, counter{id: id, k: k, used: e.Used, limit: e.Limit,
+				start: e.PeriodStart.UnixNano(), end: e.PeriodEnd.UnixNano()}, math.MinInt64)
 		} else {
-			s.makeRoom(m, math.MinInt64)
-			s.index.set(id.h, int32(len(s.buckets)))
-			s.buckets = append(s.buckets, bucket{
+			s.addBucket(m, bucket{
 				id: id, k: k, tokens: min(max(e.Tokens, 0), float64(e.Burst)), last: e.Updated.UnixNano(),
 				events: e.Rate.Events, per: int64(e.Rate.Per), burst: e.Burst,
-			})
+			}, math.MinInt64)
 		}
 		s.mu.Unlock()
 	}

@@ -254,15 +254,32 @@ func (s *shard) bucket(m *Memory, id entryHash, r Request, now int64) *bucket {
 		b.setPolicy(r)
 		return b
 	}
-	s.dropCollision(id)
-	s.makeRoom(m, now)
-	s.index.set(id.h, int32(len(s.buckets)))
 	burst := r.capacity()
-	s.buckets = append(s.buckets, bucket{
+	return s.addBucket(m, bucket{
 		id: id, k: entryKey{r.PolicyID, r.Key, false}, tokens: float64(burst), last: now,
 		events: r.Rate.Events, per: int64(r.Rate.Per), burst: burst,
-	})
+	}, now)
+}
+
+// addBucket adds b, which the shard does not hold, in place of an entry whose index hash
+// collides with b's, or making room as makeRoom does at now, and returns it. s.mu must
+// be held.
+func (s *shard) addBucket(m *Memory, b bucket, now int64) *bucket {
+	s.dropCollision(b.id)
+	s.makeRoom(m, now)
+	s.index.set(b.id.h, int32(len(s.buckets)))
+	s.buckets = append(s.buckets, b)
 	return &s.buckets[len(s.buckets)-1]
+}
+
+// addCounter is addBucket for a quota counter.
+func (s *shard) addCounter(m *Memory, c counter, now int64) *counter {
+	s.dropCollision(c.id)
+	s.makeRoom(m, now)
+	s.index.set(c.id.h, int32(len(s.counters)))
+	s.counters = append(s.counters, c)
+	s.minEnd = min(s.minEnd, c.end)
+	return &s.counters[len(s.counters)-1]
 }
 
 // refill adds the tokens earned since the bucket was last computed. A clock that went
@@ -322,13 +339,8 @@ func (m *Memory) AddQuota(_ context.Context, policyID, key string, q Quota, loc 
 			s.minEnd = min(s.minEnd, c.end)
 		}
 	} else {
-		s.dropCollision(id)
-		s.makeRoom(m, t)
 		start, end := q.Period.Bounds(now, loc)
-		s.index.set(id.h, int32(len(s.counters)))
-		s.counters = append(s.counters, counter{id: id, k: k, start: start.UnixNano(), end: end.UnixNano()})
-		c = &s.counters[len(s.counters)-1]
-		s.minEnd = min(s.minEnd, c.end)
+		c = s.addCounter(m, counter{id: id, k: k, start: start.UnixNano(), end: end.UnixNano()}, t)
 	}
 	c.ref = true
 	c.limit = q.Limit
