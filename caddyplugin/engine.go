@@ -69,7 +69,8 @@ type engine struct {
 	// baseCut is the cut (Unix seconds) of the snapshot base in storage that the deltas
 	// written now go with; 0 until a base is written or restored.
 	baseCut atomic.Int64
-	// snapStats is what saveSnapshot did, for the metrics; snapshotBusy guards writes.
+	// snapStats is what saveSnapshot did, for the metrics; snapMu guards it (saves write
+	// it, scrapes read it).
 	snapMu    sync.Mutex
 	snapStats metrics.SnapshotStats
 

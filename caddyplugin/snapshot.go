@@ -185,13 +185,12 @@ func (e *engine) restoreSnapshot(storage certmagic.Storage) {
 		e.logger.Error("could not read the vigil snapshot; starting with empty state", "key", key, "error", err)
 		return
 	}
-	d, err := decodeSnapshot(data)
-	if err == nil && d.part == detector.SnapshotDelta {
-		err = errors.New("a snapshot delta where the base belongs")
-	}
-	if err == nil {
-		_, err = e.store.ReadSnapshot(bufio.NewReader(bytes.NewReader(d.store)))
-	}
+	d, err := e.readStorePart(data, func(d *decodedSnapshot) error {
+		if d.part == detector.SnapshotDelta {
+			return errors.New("a snapshot delta where the base belongs")
+		}
+		return nil
+	})
 	if err != nil {
 		aside := e.keepAside(ctx, storage, key, data)
 		e.logger.Error("the vigil snapshot is unreadable; it is kept aside and vigil starts with empty state",
@@ -235,14 +234,17 @@ func (e *engine) restoreDelta(ctx context.Context, storage certmagic.Storage, ke
 		e.logger.Error("could not read the vigil snapshot delta: the last hour of history is not restored", "key", dk, "error", err)
 		return nil, 0
 	}
-	d, err := decodeSnapshot(data)
-	if err == nil && (d.part != detector.SnapshotDelta || d.cut != cut) {
+	errOtherBase := errors.New("another base")
+	d, err := e.readStorePart(data, func(d *decodedSnapshot) error {
+		if d.part != detector.SnapshotDelta || d.cut != cut {
+			return errOtherBase
+		}
+		return nil
+	})
+	if errors.Is(err, errOtherBase) {
 		e.logger.Warn("the vigil snapshot delta goes with another base (the gateway stopped between the two writes): the last hour of history is not restored",
 			"key", dk, "delta_cut", time.Unix(d.cut, 0).UTC(), "base_cut", time.Unix(cut, 0).UTC())
 		return nil, 0
-	}
-	if err == nil {
-		_, err = e.store.ReadSnapshot(bufio.NewReader(bytes.NewReader(d.store)))
 	}
 	if err != nil {
 		aside := e.keepAside(ctx, storage, dk, data)
@@ -251,6 +253,20 @@ func (e *engine) restoreDelta(ctx context.Context, storage certmagic.Storage, ke
 		return nil, 0
 	}
 	return d, len(data)
+}
+
+// readStorePart decodes a snapshot value, checks it with want, and merges its store
+// part into the engine's store. The store is left unchanged on any error; d is set once
+// the value decodes.
+func (e *engine) readStorePart(data []byte, want func(*decodedSnapshot) error) (d *decodedSnapshot, err error) {
+	if d, err = decodeSnapshot(data); err != nil {
+		return nil, err
+	}
+	if err = want(d); err != nil {
+		return d, err
+	}
+	_, err = e.store.ReadSnapshot(bufio.NewReader(bytes.NewReader(d.store)))
+	return d, err
 }
 
 // keepAside stores a damaged snapshot value under its key with ".corrupt-<unix time>"
