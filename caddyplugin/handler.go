@@ -287,11 +287,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		Time:    now,
 		Method:  detector.CanonicalMethod(r.Method),
 		Path:    r.URL.Path,
-		User:    orAnonymous(h.ids[0].get(r, repl)),
-		Company: orAnonymous(h.ids[1].get(r, repl)),
+		User:    orAnonymous(h.ids[0].get(r, repl, vars)),
+		Company: orAnonymous(h.ids[1].get(r, repl, vars)),
 		BytesIn: max(r.ContentLength, 0),
 	}
-	if raw := h.ids[2].get(r, repl); raw != "" {
+	if raw := h.ids[2].get(r, repl, vars); raw != "" {
 		c.Key = e.keyID(raw)
 	} else {
 		c.Key = identity.Anonymous

@@ -53,8 +53,9 @@ func compileIdent(v string) identSource {
 }
 
 // get returns the identity, or "" when the request carries none. Repeated headers give
-// their first value.
-func (s *identSource) get(r *http.Request, repl *caddy.Replacer) string {
+// their first value. vars is the request's Caddy variables (caddyhttp.VarsCtxKey),
+// which the handler has read already.
+func (s *identSource) get(r *http.Request, repl *caddy.Replacer, vars map[string]any) string {
 	switch s.kind {
 	case identConst:
 		return s.value
@@ -63,7 +64,7 @@ func (s *identSource) get(r *http.Request, repl *caddy.Replacer) string {
 			return strings.TrimSpace(vs[0])
 		}
 	case identClientIP:
-		ip, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
+		ip, _ := vars[caddyhttp.ClientIPVarKey].(string)
 		return ip
 	case identPlaceholder:
 		if repl != nil {
