@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -47,6 +48,11 @@ type ratios struct {
 	// slowly over the run.
 	PairThroughput float64 `json:"pair_median_throughput"`
 	PairP99        float64 `json:"pair_median_p99"`
+	// PairThroughputCI and PairP99CI are 90% bootstrap intervals of those medians: the
+	// pairs resampled with replacement. With rounds of a few seconds and many pairs they
+	// say whether a verdict could go either way on this machine.
+	PairThroughputCI [2]float64 `json:"pair_median_throughput_ci90"`
+	PairP99CI        [2]float64 `json:"pair_median_p99_ci90"`
 }
 
 type report struct {
@@ -89,6 +95,27 @@ func ratio(a, b float64) float64 {
 	return a / b
 }
 
+// bootstrapMedian is the 90% percentile-bootstrap interval of the median of xs: 2000
+// resamples with replacement, from a fixed seed so that a report is reproducible.
+func bootstrapMedian(xs []float64) [2]float64 {
+	if len(xs) < 2 {
+		m := median(xs)
+		return [2]float64{m, m}
+	}
+	const draws = 2000
+	rng := rand.New(rand.NewPCG(1, 2))
+	meds := make([]float64, draws)
+	sample := make([]float64, len(xs))
+	for d := range meds {
+		for i := range sample {
+			sample[i] = xs[rng.IntN(len(xs))]
+		}
+		meds[d] = median(sample)
+	}
+	slices.Sort(meds)
+	return [2]float64{meds[draws*5/100], meds[draws*95/100-1]}
+}
+
 // summarize computes the medians, ratios and verdicts, and lists the errors.
 func (r *report) summarize() {
 	by := map[string][]roundResult{}
@@ -118,6 +145,7 @@ func (r *report) summarize() {
 		pt, pp = append(pt, ratio(v.RPS, p.RPS)), append(pp, ratio(v.P99, p.P99))
 	}
 	r.Ratios.PairThroughput, r.Ratios.PairP99 = median(pt), median(pp)
+	r.Ratios.PairThroughputCI, r.Ratios.PairP99CI = bootstrapMedian(pt), bootstrapMedian(pp)
 	r.Complete = len(by["plain"]) == r.Settings.Rounds && len(by["vigil"]) == r.Settings.Rounds
 	complete := r.Complete
 	r.ThroughputMet = complete && r.Ratios.Throughput >= r.Settings.MinThruput
@@ -191,10 +219,12 @@ func (r *report) printText(w io.Writer) {
 	tw.Flush()
 	fmt.Fprintln(w)
 
-	fmt.Fprintf(w, "vigil/plain throughput: %.3f  (target >= %.2f: %s)   pairwise median %.3f\n",
-		r.Ratios.Throughput, s.MinThruput, met(r.ThroughputMet), r.Ratios.PairThroughput)
-	fmt.Fprintf(w, "vigil/plain p99:        %.3f  (target <= %.2f: %s)   pairwise median %.3f\n",
-		r.Ratios.P99, s.MaxP99Ratio, met(r.P99Met), r.Ratios.PairP99)
+	fmt.Fprintf(w, "vigil/plain throughput: %.3f  (target >= %.2f: %s)   pairwise median %.3f (90%% interval %.3f-%.3f)\n",
+		r.Ratios.Throughput, s.MinThruput, met(r.ThroughputMet), r.Ratios.PairThroughput,
+		r.Ratios.PairThroughputCI[0], r.Ratios.PairThroughputCI[1])
+	fmt.Fprintf(w, "vigil/plain p99:        %.3f  (target <= %.2f: %s)   pairwise median %.3f (90%% interval %.3f-%.3f)\n",
+		r.Ratios.P99, s.MaxP99Ratio, met(r.P99Met), r.Ratios.PairP99,
+		r.Ratios.PairP99CI[0], r.Ratios.PairP99CI[1])
 	if r.Ratios.GatewayCPU > 0 {
 		fmt.Fprintf(w, "vigil/plain gateway CPU per request: %.3f (%.1f us more per request)\n",
 			r.Ratios.GatewayCPU, r.Vigil.GatewayCPU-r.Plain.GatewayCPU)

@@ -88,3 +88,23 @@ func TestMedianAndSummary(t *testing.T) {
 		t.Errorf("a round with non-2xx answers is not an error: %v", rep.Errors)
 	}
 }
+
+func TestBootstrapMedian(t *testing.T) {
+	if ci := bootstrapMedian([]float64{0.93}); ci != [2]float64{0.93, 0.93} {
+		t.Errorf("one pair: %v", ci)
+	}
+	// Twenty pairs spread 0.90-0.99: the interval holds the median, lies within the data
+	// and is narrower than it.
+	var xs []float64
+	for i := range 20 {
+		xs = append(xs, 0.90+float64((i*7)%20)*0.005)
+	}
+	m := median(xs)
+	ci := bootstrapMedian(xs)
+	if !(ci[0] <= m && m <= ci[1]) || ci[0] < 0.90 || ci[1] > 0.995 || ci[1]-ci[0] >= 0.09 || ci[0] == ci[1] {
+		t.Errorf("median %.4f, interval %v", m, ci)
+	}
+	if again := bootstrapMedian(xs); again != ci {
+		t.Errorf("not reproducible: %v then %v", ci, again)
+	}
+}
