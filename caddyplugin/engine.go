@@ -106,12 +106,19 @@ func newEngine(app *App, logger *slog.Logger) *engine {
 	e.loadRegistry(app.storage)
 	e.metrics = metrics.New(metrics.Options{MaxEndpoints: min(app.MaxSeries, 500)})
 	e.metrics.SetScrapeHook(e.reportMetrics)
+	// Requests are counted as the store applies them, in batches off the request path,
+	// where the counters of busy endpoints stay in one core's cache.
+	e.store.Observe(func(c detector.Call) {
+		e.metrics.ObserveRequest(c.Endpoint, c.Method, c.Status, c.Latency)
+	})
 	e.restoreSnapshot(app.storage)
 	return e
 }
 
 // reportMetrics fills the metrics that are read from the engine's parts at scrape time.
 func (e *engine) reportMetrics(r *metrics.Registry) {
+	// Stats applies the buffered calls first, so that the requests families count every
+	// call completed before the scrape.
 	st := e.store.Stats()
 	r.SetStoreStats(metrics.StoreStats{Series: st.Series + st.DetailSeries, Users: st.Users, Companies: st.Companies, Keys: st.Keys, Overflow: st.Overflow})
 	r.SetAlertsFiring(e.rules.Firing())

@@ -359,12 +359,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	return err
 }
 
-// finish records the call.
+// finish records the call. The store counts it in the metrics too, as it applies it.
 func (h *Handler) finish(c *detector.Call, start time.Time, repl *caddy.Replacer) {
 	end := time.Now()
 	c.Latency = end.Sub(start)
 	c.Time = h.eng.at(end) // calls are counted when they complete
-	h.eng.metrics.ObserveRequest(c.Endpoint, c.Method, c.Status, c.Latency)
 	if c.Status >= 400 && repl != nil {
 		// Failed calls carry the request id of the access log, for samples in alerts.
 		c.RequestID, _ = repl.GetString("http.request.uuid")

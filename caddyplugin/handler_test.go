@@ -1,7 +1,9 @@
 package caddyplugin
 
 import (
+	"bytes"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -47,5 +49,43 @@ func TestIdentSources(t *testing.T) {
 		if got := s.get(r, nil, vars); got != want {
 			t.Errorf("%s: %q, want %q", v, got, want)
 		}
+	}
+}
+
+// TestRequestsCountedByScrape: the requests families count calls as the store applies
+// them, off the request path, and a scrape applies what is still buffered, so that it
+// counts every request completed before it, by endpoint template and class.
+func TestRequestsCountedByScrape(t *testing.T) {
+	bh := newBenchHandler(t, benchConfigs[len(benchConfigs)-1].json) // not started: nothing applies in the background
+	br := newBenchRequests(t, 1)
+	const n = 3000
+	br.run(t, bh, n)
+	var buf bytes.Buffer
+	if err := bh.h.eng.metrics.WritePrometheus(&buf); err != nil {
+		t.Fatal(err)
+	}
+	var total, orders float64
+	for _, line := range strings.Split(buf.String(), "\n") {
+		if !strings.HasPrefix(line, "vigil_requests_total{") {
+			continue
+		}
+		f := strings.Fields(line)
+		v, err := strconv.ParseFloat(f[len(f)-1], 64)
+		if err != nil {
+			t.Fatalf("%q: %v", line, err)
+		}
+		if !strings.Contains(line, `class="2xx"`) || !strings.Contains(line, `method="GET"`) {
+			t.Errorf("a request counted outside GET 2xx: %q", line)
+		}
+		total += v
+		if strings.Contains(line, `endpoint="/users/{id}/orders"`) {
+			orders += v
+		}
+	}
+	if total != n {
+		t.Fatalf("vigil_requests_total sums to %v after %d requests:\n%s", total, n, buf.String())
+	}
+	if orders < n/3 || orders > n*2/3 { // about half of the requests are on the template
+		t.Fatalf("%v requests on /users/{id}/orders of %d", orders, n)
 	}
 }

@@ -72,6 +72,7 @@ type Store struct {
 	pendingCounters map[string][]caller
 	recorded        atomic.Uint64
 	lastEpoch       atomic.Int64 // newest call time seen, Unix seconds
+	observer        atomic.Pointer[func(Call)]
 
 	intake  [intakeShards]intakeShard
 	spare   [intakeShards][]Call
@@ -120,6 +121,21 @@ func New(cfg Config) *Store {
 		s.spare[i] = make([]Call, 0, intakeSize)
 	}
 	return s
+}
+
+// Observe sets fn to be called with every call the store applies, after the store's
+// own views took it: a moment after [Store.Record], on the background loop (Run) or
+// in Flush, in batches, or on the recording goroutine when the intake is full, so
+// possibly on several goroutines at once. It lets a counter of every call (such as a
+// metrics registry) stay off the request path. fn must be quick and must not call the
+// store. The call is passed by value so that a call applied on the request path stays
+// on its stack. nil removes fn.
+func (s *Store) Observe(fn func(c Call)) {
+	if fn == nil {
+		s.observer.Store(nil)
+		return
+	}
+	s.observer.Store(&fn)
 }
 
 // Config returns the store's configuration, defaults applied.
@@ -248,6 +264,9 @@ func (s *Store) apply(c *Call) {
 	rc.User, rc.Company, rc.Key = l.User, l.Company, l.Key
 	s.recent.add(&rc)
 	s.recorded.Add(1)
+	if fn := s.observer.Load(); fn != nil {
+		(*fn)(*c)
+	}
 	for {
 		old := s.lastEpoch.Load()
 		if t <= old || s.lastEpoch.CompareAndSwap(old, t) {

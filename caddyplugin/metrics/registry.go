@@ -4,7 +4,8 @@
 //
 // It knows nothing of Caddy: the vigil app creates one [Registry] per process and keeps it
 // across config reloads (beside the engine), so that counters neither reset nor double on
-// a reload. The request path calls [Registry.ObserveRequest] and friends, which cost a few
+// a reload. The request path calls [Registry.RateLimited] and friends, and the store's
+// background loop [Registry.ObserveRequest] for every call it applies; they cost a few
 // atomic adds and allocate nothing once a label set has been seen; the engine reports
 // alert, notifier and store figures through setters, usually from a hook that
 // [Registry.WritePrometheus] runs just before writing.
