@@ -66,9 +66,11 @@ type engine struct {
 	pending        *pendingRestore
 	pendingCohorts *cohort.State
 	snapshotBusy   atomic.Bool
-	// baseCut is the cut (Unix seconds) of the snapshot base in storage that the deltas
-	// written now go with; 0 until a base is written or restored.
-	baseCut atomic.Int64
+	// chainCut is the cut (Unix seconds) of the newest snapshot base or segment in
+	// storage, which the deltas written now go with; 0 until a base is written or
+	// restored. baseAt is the base's own cut.
+	chainCut atomic.Int64
+	baseAt   atomic.Int64
 	// snapStats is what saveSnapshot did, for the metrics; snapMu guards it (saves write
 	// it, scrapes read it).
 	snapMu    sync.Mutex

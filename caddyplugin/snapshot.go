@@ -11,7 +11,10 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
+	"path"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -31,35 +34,55 @@ import (
 // rate-limit counters, the run-time block list and the event history.
 //
 // A snapshot is a header ("VIGILENG" and a format version), the part it is (a byte: full,
-// base or delta) and its cut (a varint of Unix seconds), five sections each a uvarint
+// base, delta or segment), its cut (a varint of Unix seconds) and, from version 3, a
+// segment's first cut (a varint, 0 for the other parts), five sections each a uvarint
 // length and its bytes (the store in the detector's own format, then JSON of the alert
 // state, the limiter's counters, the run-time block list and the events), and a SHA-256
-// of everything before it. Version 1, without part and cut, is a full snapshot.
+// of everything before it. Version 1, without part and cuts, is a full snapshot.
 //
-// Most of a busy store's history is buckets that no longer change, so it is saved in two
-// values: a base under snapshotKey(instance), with the store's buckets before the last
-// whole hour (the cut), written when the hour turns; and a delta under the same key with
-// ".delta" appended, with the rest of the store and everything else, written every
-// App.Snapshot and at exit. A restart reads the base and then its delta (same cut); a
-// delta of another base (the gateway stopped between the two writes) or a damaged one is
-// left out, and the base's own sections are used: the history of the last hour and the
-// recent calls are then lost, not the rest. Caddy's file storage writes through a
-// temporary file and a rename, so a crash mid-write leaves the previous value; a base
-// that is corrupt or truncated anyway is logged, kept aside under the same key with
-// ".corrupt-<unix time>" appended, and Vigil starts empty (a damaged delta is kept aside
-// the same way).
+// Most of a busy store's history is buckets that no longer change, so it is saved in
+// three kinds of values:
+//
+//   - a base under snapshotKey(instance), with the store's buckets before a whole hour
+//     (its cut), written at the first save and then once a day (baseEvery);
+//   - segments under the same key with ".segments/<from>-<to>" appended, one each time
+//     the hour turns, with the buckets between the last cut and the new one, so that an
+//     hour costs its own buckets and not the whole history again; a base write deletes
+//     them;
+//   - a delta under the same key with ".delta" appended, with the buckets from the newest
+//     cut on and everything else, written every App.Snapshot and at exit.
+//
+// A restart reads the base, then the segments that follow it end to end up to the
+// delta's cut, then the delta. A delta that overlaps them (the gateway stopped between a
+// base write and its delta) or a damaged one is left out, and the newest sections read
+// are used: the history since the newest cut and the recent calls are then lost, not the
+// rest; a missing or damaged segment ends the chain there (damaged ones are kept aside)
+// and only the delta's newer buckets are added after the gap. Caddy's file storage
+// writes through a temporary file and a rename, so a crash mid-write leaves the previous
+// value; a base that is corrupt or truncated anyway is logged, kept aside under the same
+// key with ".corrupt-<unix time>" appended, and Vigil starts empty.
 
 const (
 	snapshotMagic   = "VIGILENG"
-	snapshotVersion = 2
+	snapshotVersion = 3
 	snapshotTimeout = 30 * time.Second
-	// baseLag is how long after the hour the base moves to it, so that no call is still
-	// on its way into a bucket of the hour before.
+	// baseLag is how long after the hour the newest cut moves to it, so that no call is
+	// still on its way into a bucket of the hour before.
 	baseLag = time.Minute
+	// baseEvery is how often the base is written again, replacing the segments.
+	baseEvery = 24 * time.Hour
 )
 
 // deltaKey is where the delta of the base under key lives.
 func deltaKey(key string) string { return key + ".delta" }
+
+// segmentsKey is the folder of the segments of the base under key.
+func segmentsKey(key string) string { return key + ".segments" }
+
+// segmentKey is where the segment of the base under key from cut from to cut to lives.
+func segmentKey(key string, from, to int64) string {
+	return segmentsKey(key) + "/" + strconv.FormatInt(from, 10) + "-" + strconv.FormatInt(to, 10)
+}
 
 // snapshotKey is where this instance's snapshot lives in storage.
 func snapshotKey() string {
@@ -77,19 +100,29 @@ type pendingRestore struct {
 	events []alert.Event
 }
 
-// encodeSnapshot encodes the engine's state, with the store's part of the given cut. The
-// store's part, which may be hundreds of megabytes, is written once into the buffer that
-// is returned, after room left for the header, and not copied again.
-func (e *engine) encodeSnapshot(part detector.SnapshotPart, cut time.Time) ([]byte, error) {
-	const room = len(snapshotMagic) + 3*binary.MaxVarintLen64 + 1 // version, part, cut, store length
+// encodeSnapshot encodes the engine's state, with the store's part of the given cut (a
+// segment's buckets are those from from to cut). The store's part, which may be hundreds
+// of megabytes, is written once into the buffer that is returned, after room left for
+// the header, and not copied again.
+func (e *engine) encodeSnapshot(part detector.SnapshotPart, from, cut time.Time) ([]byte, error) {
+	const room = len(snapshotMagic) + 4*binary.MaxVarintLen64 + 1 // version, part, cuts, store length
 	buf := bytes.NewBuffer(make([]byte, room, room+64<<10))
-	if err := e.store.WriteSnapshotPart(buf, part, cut); err != nil {
+	var err error
+	var fromUnix int64
+	if part == detector.SnapshotSegment {
+		err = e.store.WriteSnapshotSegment(buf, from, cut)
+		fromUnix = from.Unix()
+	} else {
+		err = e.store.WriteSnapshotPart(buf, part, cut)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
 	b := buf.Bytes()
 	h := append([]byte(snapshotMagic), binary.AppendUvarint(nil, snapshotVersion)...)
 	h = append(h, byte(part))
 	h = binary.AppendVarint(h, cut.Unix())
+	h = binary.AppendVarint(h, fromUnix)
 	h = binary.AppendUvarint(h, uint64(len(b)-room))
 	b = b[room-len(h):]
 	copy(b, h)
@@ -109,6 +142,7 @@ func (e *engine) encodeSnapshot(part detector.SnapshotPart, cut time.Time) ([]by
 type decodedSnapshot struct {
 	part   detector.SnapshotPart
 	cut    int64 // Unix seconds
+	from   int64 // a segment's first cut
 	store  []byte
 	alerts rules.State
 	limits []limit.Entry
@@ -132,14 +166,19 @@ func decodeSnapshot(b []byte) (*decodedSnapshot, error) {
 	if err != nil || v < 1 || v > snapshotVersion {
 		return nil, fmt.Errorf("format version %d: this Vigil reads versions 1 to %d", v, snapshotVersion)
 	}
-	part, cut := detector.SnapshotFull, int64(0)
+	part, cut, from := detector.SnapshotFull, int64(0), int64(0)
 	if v >= 2 {
 		p, err := r.ReadByte()
-		if err != nil || detector.SnapshotPart(p) > detector.SnapshotDelta {
-			return nil, fmt.Errorf("part %d: want 0 (full), 1 (base) or 2 (delta)", p)
+		if err != nil || detector.SnapshotPart(p) > detector.SnapshotSegment || (v == 2 && detector.SnapshotPart(p) == detector.SnapshotSegment) {
+			return nil, fmt.Errorf("part %d: want 0 (full), 1 (base), 2 (delta) or 3 (segment, from version 3)", p)
 		}
 		if cut, err = binary.ReadVarint(r); err != nil {
 			return nil, errors.New("cut: bad varint")
+		}
+		if v >= 3 {
+			if from, err = binary.ReadVarint(r); err != nil {
+				return nil, errors.New("first cut: bad varint")
+			}
 		}
 		part = detector.SnapshotPart(p)
 	}
@@ -158,7 +197,7 @@ func decodeSnapshot(b []byte) (*decodedSnapshot, error) {
 	if r.Len() != 0 {
 		return nil, fmt.Errorf("%d bytes after the last section", r.Len())
 	}
-	d := &decodedSnapshot{part: part, cut: cut, store: sections[0]}
+	d := &decodedSnapshot{part: part, cut: cut, from: from, store: sections[0]}
 	for i, dst := range []any{&d.alerts, &d.limits, &d.blocks, &d.events} {
 		if err := json.Unmarshal(sections[i+1], dst); err != nil {
 			return nil, fmt.Errorf("section %s: %w", names[i+1], err)
@@ -186,8 +225,8 @@ func (e *engine) restoreSnapshot(storage certmagic.Storage) {
 		return
 	}
 	d, err := e.readStorePart(data, func(d *decodedSnapshot) error {
-		if d.part == detector.SnapshotDelta {
-			return errors.New("a snapshot delta where the base belongs")
+		if d.part == detector.SnapshotDelta || d.part == detector.SnapshotSegment {
+			return errors.New("a snapshot delta or segment where the base belongs")
 		}
 		return nil
 	})
@@ -197,11 +236,35 @@ func (e *engine) restoreSnapshot(storage certmagic.Storage) {
 			"key", key, "kept_as", aside, "error", err)
 		return
 	}
-	size := len(data)
+	size, parts := len(data), 1
 	if d.part == detector.SnapshotBase {
-		e.baseCut.Store(d.cut)
-		if dd, n := e.restoreDelta(ctx, storage, key, d.cut); dd != nil {
-			d, size = dd, size+n // the delta's sections are the newer
+		e.baseAt.Store(d.cut)
+		delta, dn := e.loadDelta(ctx, storage, key)
+		end := int64(math.MaxInt64)
+		if delta != nil {
+			end = delta.cut
+		}
+		chain := d.cut
+		if sd, last, n, k := e.restoreSegments(ctx, storage, key, chain, end); sd != nil {
+			d, chain, size, parts = sd, last, size+n, parts+k // the segment's sections are the newer
+		}
+		e.chainCut.Store(chain)
+		switch {
+		case delta == nil:
+		case delta.cut < chain:
+			e.logger.Warn("the vigil snapshot delta goes with an older cut (the gateway stopped between two writes): the history since the newest cut is not restored",
+				"key", deltaKey(key), "delta_cut", time.Unix(delta.cut, 0).UTC(), "cut", time.Unix(chain, 0).UTC())
+		default:
+			if delta.cut > chain {
+				e.logger.Warn("vigil snapshot segments are missing: the history between the last segment and the delta is not restored",
+					"from", time.Unix(chain, 0).UTC(), "to", time.Unix(delta.cut, 0).UTC())
+			}
+			if _, err := e.store.ReadSnapshot(bufio.NewReader(bytes.NewReader(delta.store))); err != nil {
+				// decodeSnapshot checked the checksum, so this is a store format error.
+				e.logger.Error("the vigil snapshot delta's store is unreadable; it is left out", "key", deltaKey(key), "error", err)
+			} else {
+				d, size, parts = delta, size+dn, parts+1 // the delta's sections are the newest
+			}
 		}
 	}
 	if err := e.limiter.Import(d.limits); err != nil {
@@ -216,43 +279,125 @@ func (e *engine) restoreSnapshot(storage certmagic.Storage) {
 		}
 	}
 	e.pending = &pendingRestore{alerts: d.alerts, events: d.events}
-	e.logger.Info("vigil state restored from snapshot", "key", key, "bytes", size,
+	e.logger.Info("vigil state restored from snapshot", "key", key, "parts", parts, "bytes", size,
 		"limiter_entries", len(d.limits), "blocks", len(d.blocks), "events", len(d.events))
 }
 
-// restoreDelta reads the delta of the base of the given cut into the store, and returns
-// it and its size; nil when there is none, it goes with another base, or it is damaged
-// (then it is kept aside), all logged: the base alone is restored.
-func (e *engine) restoreDelta(ctx context.Context, storage certmagic.Storage, key string, cut int64) (*decodedSnapshot, int) {
+// loadDelta reads and checks the delta beside the base under key, without adding it to
+// the store, and returns it and its size; nil when there is none or it is damaged (then
+// it is kept aside), logged.
+func (e *engine) loadDelta(ctx context.Context, storage certmagic.Storage, key string) (*decodedSnapshot, int) {
 	dk := deltaKey(key)
 	data, err := storage.Load(ctx, dk)
 	if errors.Is(err, fs.ErrNotExist) {
-		e.logger.Warn("no vigil snapshot delta beside the base: the last hour of history is not restored", "key", dk)
+		e.logger.Warn("no vigil snapshot delta beside the base: the history since the newest cut is not restored", "key", dk)
 		return nil, 0
 	}
 	if err != nil {
-		e.logger.Error("could not read the vigil snapshot delta: the last hour of history is not restored", "key", dk, "error", err)
+		e.logger.Error("could not read the vigil snapshot delta: the history since the newest cut is not restored", "key", dk, "error", err)
 		return nil, 0
 	}
-	errOtherBase := errors.New("another base")
-	d, err := e.readStorePart(data, func(d *decodedSnapshot) error {
-		if d.part != detector.SnapshotDelta || d.cut != cut {
-			return errOtherBase
-		}
-		return nil
-	})
-	if errors.Is(err, errOtherBase) {
-		e.logger.Warn("the vigil snapshot delta goes with another base (the gateway stopped between the two writes): the last hour of history is not restored",
-			"key", dk, "delta_cut", time.Unix(d.cut, 0).UTC(), "base_cut", time.Unix(cut, 0).UTC())
-		return nil, 0
+	d, err := decodeSnapshot(data)
+	if err == nil && d.part != detector.SnapshotDelta {
+		err = fmt.Errorf("part %d where the delta belongs", d.part)
 	}
 	if err != nil {
 		aside := e.keepAside(ctx, storage, dk, data)
-		e.logger.Error("the vigil snapshot delta is unreadable; it is kept aside and only the base is restored",
+		e.logger.Error("the vigil snapshot delta is unreadable; it is kept aside and left out",
 			"key", dk, "kept_as", aside, "error", err)
 		return nil, 0
 	}
 	return d, len(data)
+}
+
+// restoreSegments reads into the store the segments under key that follow the cut from
+// end to end, up to the cut end at most, and returns the last one read, its cut, and
+// the size and number of those read; nil when none follows from. A missing or damaged
+// segment ends the chain (a damaged one is kept aside); segments that do not continue it
+// are left for the next base write to delete.
+func (e *engine) restoreSegments(ctx context.Context, storage certmagic.Storage, key string, from, end int64) (last *decodedSnapshot, cut int64, size, n int) {
+	keys, err := storage.List(ctx, segmentsKey(key), false)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		e.logger.Error("could not list the vigil snapshot segments: the history since the base is not restored", "key", segmentsKey(key), "error", err)
+	}
+	cut = from
+	for _, ref := range segmentChain(keys, from, end) {
+		data, err := storage.Load(ctx, ref.key)
+		if err != nil {
+			e.logger.Error("could not read a vigil snapshot segment: the history from it on is not restored", "key", ref.key, "error", err)
+			return last, cut, size, n
+		}
+		d, err := e.readStorePart(data, func(d *decodedSnapshot) error {
+			if d.part != detector.SnapshotSegment || d.from != ref.from || d.cut != ref.to {
+				return fmt.Errorf("part %d from %d to %d where the segment from %d to %d belongs", d.part, d.from, d.cut, ref.from, ref.to)
+			}
+			return nil
+		})
+		if err != nil {
+			aside := e.keepAside(ctx, storage, ref.key, data)
+			e.logger.Error("a vigil snapshot segment is unreadable; it is kept aside and the history from it on is not restored",
+				"key", ref.key, "kept_as", aside, "error", err)
+			return last, cut, size, n
+		}
+		last, cut, size, n = d, ref.to, size+len(data), n+1
+	}
+	return last, cut, size, n
+}
+
+// segmentChain returns the segments among keys that follow the cut from end to end, up
+// to the cut end at most, in order. Of two with the same first cut (one written before a
+// stop that lost its delta, then a longer one after the restart), the longer, which is
+// the newer, is taken.
+func segmentChain(keys []string, from, end int64) []segmentRef {
+	next := map[int64]segmentRef{} // by first cut
+	for _, k := range keys {
+		if ref, ok := parseSegmentKey(k); ok && ref.to <= end && ref.to > next[ref.from].to {
+			next[ref.from] = ref
+		}
+	}
+	var chain []segmentRef
+	for ref, ok := next[from]; ok; ref, ok = next[ref.to] {
+		chain = append(chain, ref)
+	}
+	return chain
+}
+
+// segmentRef is a segment's key and cuts, as its key names them.
+type segmentRef struct {
+	key      string
+	from, to int64
+}
+
+// parseSegmentKey reads the cuts from a key made by segmentKey.
+func parseSegmentKey(key string) (segmentRef, bool) {
+	a, b, ok := strings.Cut(path.Base(key), "-")
+	if !ok {
+		return segmentRef{}, false
+	}
+	from, err1 := strconv.ParseInt(a, 10, 64)
+	to, err2 := strconv.ParseInt(b, 10, 64)
+	if err1 != nil || err2 != nil || from >= to {
+		return segmentRef{}, false
+	}
+	return segmentRef{key: key, from: from, to: to}, true
+}
+
+// deleteSegments deletes the segments under key (after a base that holds their buckets
+// was written), but not damaged ones kept aside; a failure is logged, and the next
+// restore skips segments that do not follow the base.
+func (e *engine) deleteSegments(ctx context.Context, storage certmagic.Storage, key string) {
+	keys, err := storage.List(ctx, segmentsKey(key), false)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		e.logger.Warn("could not list the vigil snapshot segments to delete them", "key", segmentsKey(key), "error", err)
+	}
+	for _, k := range keys {
+		if _, ok := parseSegmentKey(k); !ok {
+			continue // a damaged segment kept aside stays, as other damaged parts do
+		}
+		if err := storage.Delete(ctx, k); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			e.logger.Warn("could not delete a vigil snapshot segment", "key", k, "error", err)
+		}
+	}
 }
 
 // readStorePart decodes a snapshot value, checks it with want, and merges its store
@@ -309,21 +454,29 @@ func (e *engine) saveSnapshot(storage certmagic.Storage) {
 	cut := e.now().Add(-baseLag).Truncate(time.Hour)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*snapshotTimeout)
 	defer cancel()
-	var baseBytes int
-	if e.baseCut.Load() != cut.Unix() {
-		data, err := e.encodeSnapshot(detector.SnapshotBase, cut)
+	var partBytes int
+	if chain := e.chainCut.Load(); chain != cut.Unix() {
+		part, from, at := detector.SnapshotSegment, time.Unix(chain, 0), segmentKey(key, chain, cut.Unix())
+		if chain == 0 || chain > cut.Unix() || cut.Sub(time.Unix(e.baseAt.Load(), 0)) >= baseEvery {
+			part, from, at = detector.SnapshotBase, time.Time{}, key
+		}
+		data, err := e.encodeSnapshot(part, from, cut)
 		if err == nil {
-			err = storage.Store(ctx, key, data)
+			err = storage.Store(ctx, at, data)
 		}
-		e.countSnapshot(detector.SnapshotBase, len(data), err)
+		e.countSnapshot(part, len(data), err)
 		if err != nil {
-			e.logger.Error("saving the vigil snapshot base", "error", err)
-			return // the base and delta in storage still go together
+			e.logger.Error("saving the vigil snapshot "+partName(part), "error", err)
+			return // what storage holds still goes together
 		}
-		e.baseCut.Store(cut.Unix())
-		baseBytes = len(data)
+		if part == detector.SnapshotBase {
+			e.baseAt.Store(cut.Unix())
+			e.deleteSegments(ctx, storage, key)
+		}
+		e.chainCut.Store(cut.Unix())
+		partBytes = len(data)
 	}
-	data, err := e.encodeSnapshot(detector.SnapshotDelta, cut)
+	data, err := e.encodeSnapshot(detector.SnapshotDelta, time.Time{}, cut)
 	if err == nil {
 		err = storage.Store(ctx, deltaKey(key), data)
 	}
@@ -333,7 +486,20 @@ func (e *engine) saveSnapshot(storage certmagic.Storage) {
 		return
 	}
 	e.saveRegistry(storage)
-	e.logger.Debug("vigil snapshot saved", "base_bytes", baseBytes, "delta_bytes", len(data), "took", time.Since(start))
+	e.logger.Debug("vigil snapshot saved", "base_or_segment_bytes", partBytes, "delta_bytes", len(data), "took", time.Since(start))
+}
+
+// partName names a snapshot part in logs and metrics.
+func partName(p detector.SnapshotPart) string {
+	switch p {
+	case detector.SnapshotBase:
+		return "base"
+	case detector.SnapshotDelta:
+		return "delta"
+	case detector.SnapshotSegment:
+		return "segment"
+	}
+	return "full"
 }
 
 // countSnapshot counts a part written (err nil, size bytes) or failed, for the metrics.
@@ -347,6 +513,11 @@ func (e *engine) countSnapshot(part detector.SnapshotPart, size int, err error) 
 	case part == detector.SnapshotBase:
 		st.BaseWrites++
 		st.BaseBytes = int64(size)
+	case part == detector.SnapshotSegment && err != nil:
+		st.SegmentFailures++
+	case part == detector.SnapshotSegment:
+		st.SegmentWrites++
+		st.SegmentBytes = int64(size)
 	case err != nil:
 		st.DeltaFailures++
 	default:

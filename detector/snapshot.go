@@ -188,6 +188,11 @@ const (
 	// and then the delta of the same cut into a store, in either order, restores what
 	// WriteSnapshot would have written when the delta was.
 	SnapshotDelta
+	// SnapshotSegment is the buckets that lie wholly between two cuts: what a base of the
+	// later cut holds and a base of the earlier one does not (WriteSnapshotSegment). A
+	// base, the segments that follow it end to end and the delta of the last one's end,
+	// read in any order, restore what the base and delta of that end would.
+	SnapshotSegment
 )
 
 // WriteSnapshot writes the store's history to w: the route view's series with every
@@ -210,8 +215,28 @@ func (s *Store) WriteSnapshot(w io.Writer) error {
 // the past, so that no call is still on its way into a bucket before it. ReadSnapshot
 // reads either part.
 func (s *Store) WriteSnapshotPart(w io.Writer, part SnapshotPart, cut time.Time) error {
+	if part == SnapshotSegment {
+		return errors.New("detector: a snapshot segment has two cuts: WriteSnapshotSegment writes it")
+	}
+	return s.writeSnapshot(w, part, math.MinInt64, cut.Unix())
+}
+
+// WriteSnapshotSegment writes the buckets that lie wholly between the cuts from and to
+// (SnapshotSegment), with the series and callers they belong to, as a base of to would
+// write them without those before from. Both cuts should be whole hours at least a
+// little in the past. ReadSnapshot reads it.
+func (s *Store) WriteSnapshotSegment(w io.Writer, from, to time.Time) error {
+	if !from.Before(to) {
+		return fmt.Errorf("detector: snapshot segment from %v to %v: from must be before to", from, to)
+	}
+	return s.writeSnapshot(w, SnapshotSegment, from.Unix(), to.Unix())
+}
+
+// writeSnapshot writes part; a segment's buckets are those in [from, cut), a base's are
+// those before cut (from is math.MinInt64).
+func (s *Store) writeSnapshot(w io.Writer, part SnapshotPart, from, cut int64) error {
 	s.Flush()
-	e := &snapEncoder{w: w, buf: make([]byte, 0, snapFlushSize+4096), part: part, cut: cut.Unix()}
+	e := &snapEncoder{w: w, buf: make([]byte, 0, snapFlushSize+4096), part: part, from: from, cut: cut}
 	e.buf = append(e.buf, snapshotMagic...)
 	e.buf = binary.AppendUvarint(e.buf, snapshotVersion)
 
@@ -248,7 +273,7 @@ func (s *Store) WriteSnapshotPart(w io.Writer, part SnapshotPart, cut time.Time)
 
 	e.section(secRecent)
 	var recent []Call
-	if part != SnapshotBase {
+	if part == SnapshotFull || part == SnapshotDelta {
 		recent = s.recent.oldestFirst()
 	}
 	for _, c := range recent {
@@ -260,7 +285,7 @@ func (s *Store) WriteSnapshotPart(w io.Writer, part SnapshotPart, cut time.Time)
 
 	e.section(secTotals)
 	recorded := s.recorded.Load()
-	if part == SnapshotBase {
+	if part == SnapshotBase || part == SnapshotSegment {
 		recorded = 0 // the delta counts them
 	}
 	b = binary.AppendUvarint(e.scratch[:0], recorded)
@@ -269,7 +294,7 @@ func (s *Store) WriteSnapshotPart(w io.Writer, part SnapshotPart, cut time.Time)
 	e.endSection()
 
 	e.section(secCounters)
-	if part != SnapshotBase {
+	if part == SnapshotFull || part == SnapshotDelta {
 		s.trackMu.Lock()
 		counters := slices.Clone(s.counters)
 		s.pendingCounters = nil // the counts of rules that did not come back are dropped
@@ -311,15 +336,16 @@ type snapEncoder struct {
 	crc     uint32
 	err     error
 	part    SnapshotPart
-	cut     int64 // Unix seconds: the parts' cut
+	from    int64 // Unix seconds: a segment's first cut (math.MinInt64 for a base)
+	cut     int64 // Unix seconds: the parts' cut (a segment's second)
 }
 
 // keep says whether the bucket of slot, at a resolution of secs seconds, belongs to the
 // part being written.
 func (e *snapEncoder) keep(slot, secs int64) bool {
 	switch e.part {
-	case SnapshotBase:
-		return slot < floorDiv(e.cut, secs)
+	case SnapshotBase, SnapshotSegment:
+		return slot < floorDiv(e.cut, secs) && (e.from == math.MinInt64 || slot >= floorDiv(e.from, secs))
 	case SnapshotDelta:
 		return slot >= floorDiv(e.cut, secs)
 	}
@@ -501,7 +527,7 @@ func appendBucket(b []byte, sketch *[]byte, bk *bucket) []byte {
 // the part, and reports whether it has any; its shard's lock held.
 func (e *snapEncoder) appendCaller(b []byte, c *caller, part SnapshotPart) ([]byte, bool) {
 	hours, days := e.callerBuckets(c.hours, hourSecs, part), e.callerBuckets(c.days, daySecs, part)
-	withFails := part != SnapshotBase && c.fails != nil
+	withFails := (part == SnapshotFull || part == SnapshotDelta) && c.fails != nil
 	if part != SnapshotFull && len(hours) == 0 && len(days) == 0 && !withFails {
 		return b, false
 	}
@@ -531,13 +557,20 @@ func (e *snapEncoder) callerBuckets(bs []callerBucket, secs int64, part Snapshot
 	if part == SnapshotFull {
 		return bs
 	}
-	i, _ := slices.BinarySearchFunc(bs, floorDiv(e.cut, secs), func(b callerBucket, slot int64) int {
-		return cmp.Compare(int64(b.slot), slot)
-	})
-	if part == SnapshotBase {
-		return bs[:i]
+	search := func(cut int64) int {
+		i, _ := slices.BinarySearchFunc(bs, floorDiv(cut, secs), func(b callerBucket, slot int64) int {
+			return cmp.Compare(int64(b.slot), slot)
+		})
+		return i
 	}
-	return bs[i:]
+	i := search(e.cut)
+	switch {
+	case part == SnapshotDelta:
+		return bs[i:]
+	case e.from != math.MinInt64: // a segment
+		return bs[search(e.from):i]
+	}
+	return bs[:i]
 }
 
 func appendCallerBuckets(b []byte, bs []callerBucket) []byte {

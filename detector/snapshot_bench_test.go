@@ -48,6 +48,28 @@ func BenchmarkWriteSnapshotDelta(b *testing.B) {
 	b.ReportMetric(float64(len(snap)), "full-bytes")
 }
 
+// BenchmarkWriteSnapshotSegment writes what a gateway writes as each hour turns between
+// two daily bases: the segment of that store's last whole hour, against the base of that
+// hour, which it used to write every hour.
+func BenchmarkWriteSnapshotSegment(b *testing.B) {
+	s, _ := snapshotBenchStore(b)
+	to := time.Date(2026, 11, 24, 11, 0, 0, 0, time.UTC) // the store's clock is at 12:00
+	var n, base countingWriter
+	if err := s.WriteSnapshotPart(&base, SnapshotBase, to); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		n = 0
+		if err := s.WriteSnapshotSegment(&n, to.Add(-time.Hour), to); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(n), "segment-bytes")
+	b.ReportMetric(float64(base), "base-bytes")
+}
+
 // BenchmarkReadSnapshot restores that snapshot into an empty store.
 func BenchmarkReadSnapshot(b *testing.B) {
 	_, snap := snapshotBenchStore(b)

@@ -658,3 +658,75 @@ func TestSnapshotBaseAndDelta(t *testing.T) {
 	}
 	t.Logf("full %d bytes, base %d, delta %d", len(full), base.Len(), delta.Len())
 }
+
+// TestSnapshotSegments: a base, the segments that follow it end to end (one across a
+// midnight, where callers' days close) and the delta of the last segment's end, read in
+// any order, restore what a full snapshot would; a segment holds only its own buckets.
+func TestSnapshotSegments(t *testing.T) {
+	w := newWorld(t, 17, 6000)
+	day := w.now.Truncate(24 * time.Hour)
+	cuts := []time.Time{day.Add(-5 * time.Hour), day.Add(-2 * time.Hour), day.Add(time.Hour), w.now.Add(-time.Hour).Truncate(time.Hour)}
+	if !cuts[2].Before(cuts[3]) || !w.calls[0].Time.Before(cuts[0]) {
+		t.Fatalf("the world's calls (from %v) and cuts %v do not fit the test", w.calls[0].Time, cuts)
+	}
+	cfg := Config{RecentCalls: len(w.calls)}
+	s := New(cfg)
+	for i := range w.calls {
+		s.Record(&w.calls[i])
+	}
+	var parts []*bytes.Buffer
+	add := func(write func(*bytes.Buffer) error) {
+		t.Helper()
+		var b bytes.Buffer
+		if err := write(&b); err != nil {
+			t.Fatal(err)
+		}
+		parts = append(parts, &b)
+	}
+	add(func(b *bytes.Buffer) error { return s.WriteSnapshotPart(b, SnapshotBase, cuts[0]) })
+	for i := 1; i < len(cuts); i++ {
+		add(func(b *bytes.Buffer) error { return s.WriteSnapshotSegment(b, cuts[i-1], cuts[i]) })
+	}
+	add(func(b *bytes.Buffer) error { return s.WriteSnapshotPart(b, SnapshotDelta, cuts[len(cuts)-1]) })
+	full := snapshotOf(t, s)
+	total := 0
+	for _, p := range parts {
+		total += p.Len()
+	}
+	for _, order := range [][]int{{0, 1, 2, 3, 4}, {4, 2, 0, 3, 1}} {
+		r := New(cfg)
+		for _, i := range order {
+			if _, err := r.ReadSnapshot(bytes.NewReader(parts[i].Bytes())); err != nil {
+				t.Fatal(err)
+			}
+		}
+		sameAnswers(t, s, r, w.calls, w.now)
+		a, _ := s.Caller(DimUser, "u-1")
+		b, _ := r.Caller(DimUser, "u-1")
+		if !reflect.DeepEqual(a, b) {
+			t.Errorf("u-1 after order %v: %+v, want %+v", order, b, a)
+		}
+	}
+	// A segment has the calls between its cuts and no others.
+	r := New(cfg)
+	if _, err := r.ReadSnapshot(bytes.NewReader(parts[2].Bytes())); err != nil {
+		t.Fatal(err)
+	}
+	want := 0
+	for i := range w.calls {
+		if !w.calls[i].Time.Before(cuts[1]) && w.calls[i].Time.Before(cuts[2]) {
+			want++
+		}
+	}
+	aggs, err := r.Aggregate(&Query{Window: w.now.Sub(w.calls[0].Time) + time.Hour, End: w.now})
+	if err != nil || len(aggs) != 1 || aggs[0].Total != uint64(want) || want == 0 {
+		t.Fatalf("the segment from %v to %v restores %+v (%v), want %d calls", cuts[1], cuts[2], aggs, err, want)
+	}
+	if err := s.WriteSnapshotSegment(new(bytes.Buffer), cuts[1], cuts[1]); err == nil {
+		t.Error("an empty segment was written")
+	}
+	if err := s.WriteSnapshotPart(new(bytes.Buffer), SnapshotSegment, cuts[1]); err == nil {
+		t.Error("WriteSnapshotPart wrote a segment, which has two cuts")
+	}
+	t.Logf("full %d bytes; base, segments and delta %d in all", len(full), total)
+}

@@ -177,22 +177,27 @@ func (r *Registry) writeReported(e *encoder) {
 
 	snap := &rep.snapshot
 	e.family("vigil_snapshot_writes_total", "counter",
-		"Snapshot parts written to Caddy storage, by part (base: the settled history, hourly; delta: the rest, every snapshot interval) and outcome (ok or failed).")
+		"Snapshot parts written to Caddy storage, by part (base: the settled history, daily; segment: an hour's settled history, hourly; delta: the rest, every snapshot interval) and outcome (ok or failed).")
 	if rep.snapshotSet {
 		for _, w := range [...]struct {
 			part, outcome string
 			n             uint64
-		}{{"base", "ok", snap.BaseWrites}, {"base", "failed", snap.BaseFailures}, {"delta", "ok", snap.DeltaWrites}, {"delta", "failed", snap.DeltaFailures}} {
+		}{{"base", "ok", snap.BaseWrites}, {"base", "failed", snap.BaseFailures},
+			{"delta", "ok", snap.DeltaWrites}, {"delta", "failed", snap.DeltaFailures},
+			{"segment", "ok", snap.SegmentWrites}, {"segment", "failed", snap.SegmentFailures}} {
 			e.series("vigil_snapshot_writes_total", "part", w.part, "outcome", w.outcome)
 			e.uint(w.n)
 		}
 	}
-	e.family("vigil_snapshot_bytes", "gauge", "Size of the last snapshot part written, by part: base or delta.")
+	e.family("vigil_snapshot_bytes", "gauge", "Size of the last snapshot part written, by part: base, delta or segment.")
 	if rep.snapshotSet {
-		e.series("vigil_snapshot_bytes", "part", "base")
-		e.int(snap.BaseBytes)
-		e.series("vigil_snapshot_bytes", "part", "delta")
-		e.int(snap.DeltaBytes)
+		for _, p := range [...]struct {
+			part string
+			n    int64
+		}{{"base", snap.BaseBytes}, {"delta", snap.DeltaBytes}, {"segment", snap.SegmentBytes}} {
+			e.series("vigil_snapshot_bytes", "part", p.part)
+			e.int(p.n)
+		}
 	}
 	e.family("vigil_snapshot_last_success_timestamp_seconds", "gauge",
 		"When the last snapshot was completed (its delta written), in Unix seconds: what a restart would get back.")

@@ -197,14 +197,16 @@ func (r *Registry) SetStoreStats(s StoreStats) {
 }
 
 // SnapshotStats is what the engine reports of the snapshots it saves to Caddy storage:
-// a base (the store's settled buckets, once an hour) and a delta (the rest, every
-// snapshot interval).
+// a base (the store's settled buckets, once a day), segments (the buckets of the hours
+// since, one as each hour turns) and a delta (the rest, every snapshot interval).
 type SnapshotStats struct {
-	// BaseWrites, BaseFailures, DeltaWrites and DeltaFailures count the parts written and
-	// the writes that failed (encoding or storage), since the engine started.
-	BaseWrites, BaseFailures, DeltaWrites, DeltaFailures uint64
-	// BaseBytes and DeltaBytes are the sizes of the last part of each kind written.
-	BaseBytes, DeltaBytes int64
+	// BaseWrites, BaseFailures, SegmentWrites, SegmentFailures, DeltaWrites and
+	// DeltaFailures count the parts written and the writes that failed (encoding or
+	// storage), since the engine started.
+	BaseWrites, BaseFailures, SegmentWrites, SegmentFailures, DeltaWrites, DeltaFailures uint64
+	// BaseBytes, SegmentBytes and DeltaBytes are the sizes of the last part of each kind
+	// written.
+	BaseBytes, SegmentBytes, DeltaBytes int64
 	// LastSuccess is when the last delta was written, which completes a snapshot: what a
 	// restart would get back. Zero until then.
 	LastSuccess time.Time
