@@ -199,15 +199,25 @@ func popcount(s DimSet) int {
 }
 
 // pickResolution returns the index of the finest resolution of res that keeps the
-// buckets back to from (Unix seconds), relative to now; -1 when none does.
-func pickResolution(res []resolution, from, now int64) int {
+// buckets back to from (Unix seconds), relative to now; -1 when none does. The finest
+// holds every call only from fineFrom on (view.fineFrom).
+func pickResolution(res []resolution, from, now, fineFrom int64) int {
 	for i, r := range res {
-		oldest := (floorDiv(now, r.secs) - r.slots + 1) * r.secs
-		if from >= oldest {
+		if r.holds(from, now, i, fineFrom) {
 			return i
 		}
 	}
 	return -1
+}
+
+// holds says whether the ring of r, of index i, holds every call from the Unix second
+// from on, relative to now; a finest ring (i 0) only does from fineFrom on.
+func (r resolution) holds(from, now int64, i int, fineFrom int64) bool {
+	oldest := (floorDiv(now, r.secs) - r.slots + 1) * r.secs
+	if i == 0 {
+		oldest = max(oldest, fineFrom)
+	}
+	return from >= oldest
 }
 
 // span is a run of buckets of one ring: slots from (exclusive) to (inclusive).
@@ -359,7 +369,7 @@ func (sel *Selection) AggregateReaching(window time.Duration, end time.Time, rea
 		}
 		return nil, fmt.Errorf("%w: %s needs a rule that tracks these dimensions (only a caller alone, with status classes, blocked or limited, is kept for every call)", ErrNotTracked, sel.need)
 	}
-	ri := pickResolution(v.res, startSecs, now)
+	ri := pickResolution(v.res, startSecs, now, v.fineFrom.Load())
 	if ri < 0 {
 		ri = len(v.res) - 1 // beyond the horizon: answer what is kept
 	}
@@ -824,8 +834,7 @@ func (s *Store) Range(q *RangeQuery) (time.Time, []RangeGroup, error) {
 	}
 	ri := -1
 	for i, r := range v.res {
-		oldest := (floorDiv(now, r.secs) - r.slots + 1) * r.secs
-		if step%r.secs == 0 && from >= oldest {
+		if step%r.secs == 0 && r.holds(from, now, i, v.fineFrom.Load()) {
 			ri = i
 			break
 		}

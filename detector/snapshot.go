@@ -14,13 +14,15 @@ import (
 
 // A snapshot is the store's history as bytes, so that a gateway restart keeps it.
 //
-// Format, version 2 (version 1, without the counters section, is still read). Integers are uvarints, or zigzag varints where they can be negative
+// Format, version 3 (version 2, without the meta record's flags, and version 1, also
+// without the counters section, are still read). Integers are uvarints, or zigzag varints where they can be negative
 // ("varint"); a string is a uvarint length and its bytes.
 //
-//	header   "VIGILSNP", uvarint format version (2)
+//	header   "VIGILSNP", uvarint format version (3)
 //	sections in this order, each a tag byte, records, and a uvarint 0:
 //	  1 meta       one record: varint Unix nanoseconds written, uvarint MaxSeries, MaxKeys
-//	               and RecentCalls of the writing store (informational)
+//	               and RecentCalls of the writing store (informational), uvarint flags
+//	               (1: the route series' finest ring was left out)
 //	  2 route      a record per route series
 //	  3 users, 4 companies, 5 keys
 //	               a record per caller
@@ -59,9 +61,14 @@ import (
 // A reader accepts only the versions it knows; a change of layout bumps snapshotVersion.
 const (
 	snapshotMagic   = "VIGILSNP"
-	snapshotVersion = 2
-	// snapshotVersion1 has no counters section.
+	snapshotVersion = 3
+	// snapshotVersion2 has no flags in the meta record.
+	snapshotVersion2 = 2
+	// snapshotVersion1 has no counters section either.
 	snapshotVersion1 = 1
+	// metaFinestLeftOut, a flag of the meta record, says that the route series' finest
+	// ring was left out (a delta).
+	metaFinestLeftOut = 1
 )
 
 // Section tags, in the order they appear.
@@ -245,6 +252,15 @@ func (s *Store) writeSnapshot(w io.Writer, part SnapshotPart, from, cut int64) e
 	b = binary.AppendUvarint(b, uint64(s.cfg.MaxSeries))
 	b = binary.AppendUvarint(b, uint64(s.cfg.MaxKeys))
 	b = binary.AppendUvarint(b, uint64(max(s.cfg.RecentCalls, 0)))
+	var flags uint64
+	if part == SnapshotDelta {
+		// The route series' finest ring (one-second buckets of the last minutes) is most of
+		// a busy store's delta, written every minute. A store that reads the delta answers
+		// windows that reach before its newest call from the next ring instead
+		// (view.fineFrom), as a planner does for windows beyond a ring's reach.
+		flags |= metaFinestLeftOut
+	}
+	b = binary.AppendUvarint(b, flags)
 	e.record(b)
 	e.endSection()
 
@@ -340,14 +356,15 @@ type snapEncoder struct {
 	cut     int64 // Unix seconds: the parts' cut (a segment's second)
 }
 
-// keep says whether the bucket of slot, at a resolution of secs seconds, belongs to the
-// part being written.
-func (e *snapEncoder) keep(slot, secs int64) bool {
+// keep says whether the bucket of slot of the route series' ring of index ring, at a
+// resolution of secs seconds, belongs to the part being written. A delta leaves out the
+// finest ring (see writeSnapshot).
+func (e *snapEncoder) keep(ring int, slot, secs int64) bool {
 	switch e.part {
 	case SnapshotBase, SnapshotSegment:
 		return slot < floorDiv(e.cut, secs) && (e.from == math.MinInt64 || slot >= floorDiv(e.from, secs))
 	case SnapshotDelta:
-		return slot >= floorDiv(e.cut, secs)
+		return ring > 0 && slot >= floorDiv(e.cut, secs)
 	}
 	return true
 }
@@ -450,7 +467,7 @@ func (e *snapEncoder) appendSeries(b []byte, s *series, res []resolution) ([]byt
 	for i, r := range res {
 		ring := &s.rings[i]
 		for j := 0; j < ring.size; j++ {
-			if e.keep(ring.at(j).slot, r.secs) {
+			if e.keep(i, ring.at(j).slot, r.secs) {
 				kept[i]++
 			}
 		}
@@ -476,7 +493,7 @@ func (e *snapEncoder) appendSeries(b []byte, s *series, res []resolution) ([]byt
 		prev, first := int64(0), true
 		for j := 0; j < ring.size; j++ {
 			bk := ring.at(j)
-			if !e.keep(bk.slot, r.secs) {
+			if !e.keep(i, bk.slot, r.secs) {
 				continue
 			}
 			if cap(b)-len(b) < 16<<10 {

@@ -46,14 +46,17 @@ func (s *Store) ReadSnapshot(r io.Reader) (SnapshotInfo, error) {
 
 // decodedSnapshot is a snapshot decoded into structures of the store, not yet applied.
 type decodedSnapshot struct {
-	written  time.Time
-	size     int
-	series   []*series
-	callers  [3][]caller
-	recent   []Call
-	recorded uint64
-	newest   int64
-	counters []decodedCounter
+	version uint64
+	written time.Time
+	// finestLeftOut says that the route series' finest ring was left out (a delta).
+	finestLeftOut bool
+	size          int
+	series        []*series
+	callers       [3][]caller
+	recent        []Call
+	recorded      uint64
+	newest        int64
+	counters      []decodedCounter
 }
 
 // decodedCounter is a filtered caller counter of a snapshot.
@@ -149,15 +152,16 @@ func decodeSnapshot(r io.Reader, res []resolution) (*decodedSnapshot, error) {
 		return fail("header", -1, 0, fmt.Errorf("not a Vigil snapshot (no %q at the start)", snapshotMagic))
 	}
 	sections := []byte{secMeta, secRoute, secUsers, secCompanies, secKeys, secRecent, secTotals, secCounters, secEnd}
-	if v, err := binary.ReadUvarint(st); err != nil || (v != snapshotVersion && v != snapshotVersion1) {
+	v, err := binary.ReadUvarint(st)
+	if err != nil || v < snapshotVersion1 || v > snapshotVersion {
 		if err != nil {
 			return fail("header", -1, st.off, fmt.Errorf("format version: %w", err))
 		}
-		return fail("header", -1, len(snapshotMagic), fmt.Errorf("format version %d, this build reads versions %d and %d only", v, snapshotVersion1, snapshotVersion))
+		return fail("header", -1, len(snapshotMagic), fmt.Errorf("format version %d, this build reads versions %d to %d only", v, snapshotVersion1, snapshotVersion))
 	} else if v == snapshotVersion1 {
 		sections = slices.Delete(sections, 7, 8) // no counters
 	}
-	snap := &decodedSnapshot{}
+	snap := &decodedSnapshot{version: v}
 	for _, tag := range sections {
 		name := sectionNames[tag]
 		at := st.off
@@ -342,6 +346,9 @@ func (d *snapDecoder) record(snap *decodedSnapshot, tag byte, res []resolution) 
 		d.uvarint() // the writer's MaxSeries, MaxKeys and RecentCalls
 		d.uvarint()
 		d.uvarint()
+		if snap.version > snapshotVersion2 {
+			snap.finestLeftOut = d.uvarint()&metaFinestLeftOut != 0
+		}
 		snap.written = time.Unix(0, ns).UTC()
 	case secRoute:
 		if s := d.series(res); d.err == nil {

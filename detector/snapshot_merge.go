@@ -30,6 +30,9 @@ func (s *Store) restore(snap *decodedSnapshot) SnapshotInfo {
 	}
 	s.recorded.Add(snap.recorded)
 	raise(&s.lastEpoch, snap.newest)
+	if snap.finestLeftOut {
+		raise(&s.route.fineFrom, snap.newest+1)
+	}
 	return info
 }
 

@@ -394,7 +394,7 @@ func TestSnapshotErrors(t *testing.T) {
 	}{
 		{"empty", nil, "header, at offset 0: not a Vigil snapshot"},
 		{"other file", []byte("{\"rules\": []}"), "not a Vigil snapshot"},
-		{"version 3", append([]byte(snapshotMagic), 3, 0, 0, 0, 0), "format version 3, this build reads versions 1 and 2 only"},
+		{"version 4", append([]byte(snapshotMagic), 4, 0, 0, 0, 0), "format version 4, this build reads versions 1 to 3 only"},
 		{"header only", []byte(snapshotMagic + "\x01"), "section meta, at offset 9: truncated: the snapshot ends here"},
 		{"checksum", append(slices.Clone(snap[:len(snap)-1]), snap[len(snap)-1]^1), "checksum, at offset " + fmt.Sprint(len(snap)-4)},
 		{"truncated", snap[:metaEnd-1], fmt.Sprintf("section meta, record 0, at offset %d: record of %d bytes from offset %d: truncated", metaEnd-1, snap[recordAt], recordAt)},
@@ -601,12 +601,33 @@ func TestSnapshotKeepsCallerCounters(t *testing.T) {
 	if !bytes.HasSuffix(body, []byte{secCounters, 0, secEnd}) || body[len(snapshotMagic)] != snapshotVersion {
 		t.Fatalf("unexpected layout % x", body[len(body)-8:])
 	}
-	v1 := append(slices.Clone(body[:len(body)-3]), secEnd)
+	v1 := append(withoutMetaFlags(t, body[:len(body)-3]), secEnd)
 	v1[len(snapshotMagic)] = snapshotVersion1
 	v1 = binary.LittleEndian.AppendUint32(v1, crc32.Checksum(v1, crc32.MakeTable(crc32.Castagnoli)))
 	if _, err := New(Config{}).ReadSnapshot(bytes.NewReader(v1)); err != nil {
 		t.Errorf("version 1 snapshot: %v", err)
 	}
+	// And as a version 2 snapshot: counters, but no flags in the meta record.
+	v2 := withoutMetaFlags(t, body)
+	v2[len(snapshotMagic)] = snapshotVersion2
+	v2 = binary.LittleEndian.AppendUint32(v2, crc32.Checksum(v2, crc32.MakeTable(crc32.Castagnoli)))
+	if _, err := New(Config{}).ReadSnapshot(bytes.NewReader(v2)); err != nil {
+		t.Errorf("version 2 snapshot: %v", err)
+	}
+}
+
+// withoutMetaFlags returns a copy of the snapshot body b (no checksum) whose meta record
+// has no flags, as versions 1 and 2 wrote it.
+func withoutMetaFlags(t *testing.T, b []byte) []byte {
+	t.Helper()
+	at := len(snapshotMagic) + 1 // after the version, one byte: the meta tag
+	if b[at] != secMeta || b[at+1] >= 0x80 || b[at+1+int(b[at+1])] != 0 {
+		t.Fatalf("unexpected meta record % x", b[at:at+2])
+	}
+	n := int(b[at+1])
+	out := append(slices.Clone(b[:at]), secMeta, byte(n-1))
+	out = append(out, b[at+2:at+1+n]...) // the record but its last byte, the flags (0)
+	return append(out, b[at+2+n:]...)
 }
 
 // A base written at a cut and a delta written later, at the same cut, read back into a
@@ -647,6 +668,7 @@ func TestSnapshotBaseAndDelta(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+		finestLeftOut(t, s, r, w.now)
 		sameAnswers(t, s, r, w.calls, w.now)
 		for _, id := range []string{"u-1", "u-7", Anonymous} {
 			a, _ := s.Caller(DimUser, id)
@@ -657,6 +679,28 @@ func TestSnapshotBaseAndDelta(t *testing.T) {
 		}
 	}
 	t.Logf("full %d bytes, base %d, delta %d", len(full), base.Len(), delta.Len())
+}
+
+// finestLeftOut checks what a store r that read a delta answers without its finest ring,
+// which the delta leaves out: a short window up to now, which the live store s answers
+// from one-second buckets, is answered from minute buckets, so that it holds at least
+// the calls of the window (never none for want of the one-second buckets). Then it has
+// s answer from the same rings, for sameAnswers.
+func finestLeftOut(t *testing.T, s, r *Store, now time.Time) {
+	t.Helper()
+	newest := s.lastEpoch.Load()
+	if got := r.route.fineFrom.Load(); got != newest+1 {
+		t.Fatalf("after a delta the finest ring holds every call from %d, want %d (after the newest call)", got, newest+1)
+	}
+	for _, win := range []time.Duration{time.Minute, 10 * time.Minute} {
+		q := Query{Window: win, End: now}
+		live, err1 := s.Aggregate(&q)
+		read, err2 := r.Aggregate(&q)
+		if err1 != nil || err2 != nil || len(live) != 1 || len(read) != 1 || read[0].Total < live[0].Total || live[0].Total == 0 {
+			t.Fatalf("%s up to now: %+v (%v) from the snapshot, %+v (%v) live: want at least the live calls", win, read, err2, live, err1)
+		}
+	}
+	s.route.fineFrom.Store(r.route.fineFrom.Load())
 }
 
 // TestSnapshotSegments: a base, the segments that follow it end to end (one across a
@@ -700,6 +744,7 @@ func TestSnapshotSegments(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+		finestLeftOut(t, s, r, w.now)
 		sameAnswers(t, s, r, w.calls, w.now)
 		a, _ := s.Caller(DimUser, "u-1")
 		b, _ := r.Caller(DimUser, "u-1")

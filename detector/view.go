@@ -20,6 +20,10 @@ type view struct {
 
 	n        atomic.Int64  // live series
 	overflow atomic.Uint64 // calls folded into overflow series because the view was full
+	// fineFrom is the Unix second from which the finest ring holds every call: after a
+	// snapshot delta that left that ring out was read, the second after its newest call
+	// (0: always). Windows that reach back before it are answered from the next ring.
+	fineFrom atomic.Int64
 
 	listMu sync.Mutex
 	list   atomic.Pointer[[]*series] // every live series, in creation order
