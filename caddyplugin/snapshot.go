@@ -43,12 +43,13 @@ import (
 // Most of a busy store's history is buckets that no longer change, so it is saved in
 // three kinds of values:
 //
-//   - a base under snapshotKey(instance), with the store's buckets before a whole hour
-//     (its cut), written at the first save and then once a day (baseEvery);
+//   - a base under snapshotKey(instance), with the store's buckets before a cut (a
+//     multiple of segmentEvery), written at the first save and then once a day
+//     (baseEvery);
 //   - segments under the same key with ".segments/<from>-<to>" appended, one each time
-//     the hour turns, with the buckets between the last cut and the new one, so that an
-//     hour costs its own buckets and not the whole history again; a base write deletes
-//     them;
+//     the cut moves on (every segmentEvery), with the buckets between the last cut and
+//     the new one, so that ten minutes cost their own buckets and not the whole history
+//     again; a base write deletes them;
 //   - a delta under the same key with ".delta" appended, with the buckets from the newest
 //     cut on and everything else, written every App.Snapshot and at exit.
 //
@@ -66,9 +67,13 @@ const (
 	snapshotMagic   = "VIGILENG"
 	snapshotVersion = 3
 	snapshotTimeout = 30 * time.Second
-	// baseLag is how long after the hour the newest cut moves to it, so that no call is
-	// still on its way into a bucket of the hour before.
+	// baseLag is how long after a multiple of segmentEvery the newest cut moves to it,
+	// so that no call is still on its way into a bucket before it.
 	baseLag = time.Minute
+	// segmentEvery is how often the cut moves on, writing a segment: the delta, written
+	// every App.Snapshot, holds at most this much of the minute buckets (and the open
+	// hour and day buckets).
+	segmentEvery = 10 * time.Minute
 	// baseEvery is how often the base is written again, replacing the segments.
 	baseEvery = 24 * time.Hour
 )
@@ -451,7 +456,7 @@ func (e *engine) saveSnapshot(storage certmagic.Storage) {
 	defer e.snapshotBusy.Store(false)
 	start := time.Now()
 	key := snapshotKey()
-	cut := e.now().Add(-baseLag).Truncate(time.Hour)
+	cut := cutAt(e.now())
 	ctx, cancel := context.WithTimeout(context.Background(), 4*snapshotTimeout)
 	defer cancel()
 	var partBytes int
@@ -488,6 +493,10 @@ func (e *engine) saveSnapshot(storage certmagic.Storage) {
 	e.saveRegistry(storage)
 	e.logger.Debug("vigil snapshot saved", "base_or_segment_bytes", partBytes, "delta_bytes", len(data), "took", time.Since(start))
 }
+
+// cutAt is the newest cut at now: the last multiple of segmentEvery at least baseLag
+// before it.
+func cutAt(now time.Time) time.Time { return now.Add(-baseLag).Truncate(segmentEvery) }
 
 // partName names a snapshot part in logs and metrics.
 func partName(p detector.SnapshotPart) string {

@@ -26,7 +26,7 @@ func recordOrders(e *engine, at time.Time, n int) {
 }
 
 // TestSnapshotBaseAndDelta checks how the engine saves its state: a base of the store's
-// buckets before the hour, written at the first save and not again within the hour, and
+// buckets before the cut, written at the first save and not again until it moves on, and
 // a delta of the rest written every time; a restart reads both, or the base alone when
 // the delta goes with an older cut or is damaged (kept aside).
 func TestSnapshotBaseAndDelta(t *testing.T) {
@@ -61,7 +61,7 @@ func TestSnapshotBaseAndDelta(t *testing.T) {
 	}
 
 	e := newAt()
-	recordOrders(e, now.Add(-2*time.Hour), 5)    // before the cut (12:00): in the base
+	recordOrders(e, now.Add(-2*time.Hour), 5)    // before the cut (12:20): in the base
 	recordOrders(e, now.Add(-10*time.Minute), 3) // after it: in the delta
 	e.saveSnapshot(app.storage)
 	base, err := app.storage.Load(ctx, snapshotKey())
@@ -74,7 +74,7 @@ func TestSnapshotBaseAndDelta(t *testing.T) {
 	}
 	e.saveSnapshot(app.storage)
 	if again, _ := app.storage.Load(ctx, snapshotKey()); string(again) != string(base) {
-		t.Fatal("the base was written again within the hour")
+		t.Fatal("the base was written again before the cut moved on")
 	}
 	if st := e.snapStats; st.BaseWrites != 1 || st.DeltaWrites != 2 || st.BaseFailures+st.DeltaFailures != 0 ||
 		st.BaseBytes != int64(len(base)) || st.DeltaBytes == 0 || st.LastSuccess.IsZero() {
@@ -85,12 +85,12 @@ func TestSnapshotBaseAndDelta(t *testing.T) {
 	if err := os.WriteFile(file, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	e.chainCut.Store(0) // as after the hour turns: a base is due
+	e.chainCut.Store(0) // as when nothing is in storage: a base is due
 	e.saveSnapshot(&certmagic.FileStorage{Path: file})
 	if st := e.snapStats; st.BaseFailures != 1 || st.DeltaFailures != 0 || st.DeltaWrites != 2 {
 		t.Fatalf("snapshot stats after a failing storage %+v, want one base failure and no delta tried", st)
 	}
-	e.chainCut.Store(now.Truncate(time.Hour).Unix())
+	e.chainCut.Store(cutAt(now).Unix())
 
 	r := newAt()
 	if got := count(r); got != 12 {
@@ -99,7 +99,7 @@ func TestSnapshotBaseAndDelta(t *testing.T) {
 	if got := used(r); got != 7 {
 		t.Fatalf("restored quota used %d, want 7 (the delta's, newer than the base's)", got)
 	}
-	if r.chainCut.Load() != now.Truncate(time.Hour).Unix() {
+	if r.chainCut.Load() != cutAt(now).Unix() {
 		t.Fatalf("restored base cut %d", r.chainCut.Load())
 	}
 
@@ -171,7 +171,7 @@ func TestSnapshotVersion1(t *testing.T) {
 	}
 }
 
-// TestSnapshotSegments: as the hours turn, the base stays and a segment per hour is
+// TestSnapshotSegments: as the cut moves on, the base stays and a segment per move is
 // written; a restart reads the base, the segments and the delta; a segment written just
 // before a stop, without its delta, is skipped (its calls are in the delta of the cut
 // before); a missing segment loses its hours only; a damaged one is kept aside; a day
@@ -201,7 +201,7 @@ func TestSnapshotSegments(t *testing.T) {
 	}
 
 	e := at(t0)
-	recordOrders(e, t0.Add(-2*time.Hour), 5) // 10:30: in the base (cut 12:00)
+	recordOrders(e, t0.Add(-2*time.Hour), 5) // 10:30: in the base (cut 12:20)
 	recordOrders(e, t0.Add(-time.Minute), 1) // 12:29: in the delta, then the first segment
 	e.saveSnapshot(app.storage)
 	base, _ := app.storage.Load(ctx, snapshotKey())
@@ -214,7 +214,7 @@ func TestSnapshotSegments(t *testing.T) {
 	if again, _ := app.storage.Load(ctx, snapshotKey()); !bytes.Equal(again, base) {
 		t.Fatal("the base was written again within the day")
 	}
-	cut := func(h int) int64 { return t0.Truncate(time.Hour).Add(time.Duration(h) * time.Hour).Unix() }
+	cut := func(h int) int64 { return cutAt(t0.Add(time.Duration(h) * time.Hour)).Unix() }
 	want := []string{segmentKey(snapshotKey(), cut(0), cut(1)), segmentKey(snapshotKey(), cut(1), cut(2))}
 	if got := segments(); !slices.Equal(got, want) {
 		t.Fatalf("segments %v, want %v", got, want)
@@ -266,7 +266,7 @@ func TestSnapshotSegments(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got := count(at(t2), t2); got != 25 {
-		t.Fatalf("without the 12:00-13:00 segment: %d calls, want 25 (5 from the base, 20 from the delta)", got)
+		t.Fatalf("without the 12:20-13:20 segment: %d calls, want 25 (5 from the base, 20 from the delta)", got)
 	}
 	// A damaged one: the same, and it is kept aside.
 	first[len(first)/2] ^= 0xff
@@ -282,7 +282,7 @@ func TestSnapshotSegments(t *testing.T) {
 
 	// A day after the base: the base is written again and the segments go, but for the
 	// damaged one kept aside.
-	e.chainCut.Store(cut(2)) // as the storage now holds: the base and the delta of 14:00
+	e.chainCut.Store(cut(2)) // as the storage now holds: the base and the delta of 14:20
 	t26 := t0.Add(26 * time.Hour)
 	e.setClock(t26)
 	e.saveSnapshot(app.storage)

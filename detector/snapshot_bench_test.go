@@ -29,12 +29,12 @@ func BenchmarkWriteSnapshot(b *testing.B) {
 	b.ReportMetric(float64(len(snap)), "snapshot-bytes")
 }
 
-// BenchmarkWriteSnapshotDelta writes what a gateway writes every minute between bases:
-// the delta of that store at a cut an hour back (the worst case, just before the next
-// base), against the full snapshot it used to write.
+// BenchmarkWriteSnapshotDelta writes what a gateway writes every minute: the delta of
+// that store at a cut 10 minutes back (the worst case, just before the next segment;
+// caddyplugin's segmentEvery), against the full snapshot it used to write.
 func BenchmarkWriteSnapshotDelta(b *testing.B) {
 	s, snap := snapshotBenchStore(b)
-	cut := time.Date(2026, 11, 24, 11, 0, 0, 0, time.UTC) // the store's clock is at 12:00
+	cut := time.Date(2026, 11, 24, 11, 50, 0, 0, time.UTC) // the store's clock is at 12:00
 	var n countingWriter
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -48,12 +48,12 @@ func BenchmarkWriteSnapshotDelta(b *testing.B) {
 	b.ReportMetric(float64(len(snap)), "full-bytes")
 }
 
-// BenchmarkWriteSnapshotSegment writes what a gateway writes as each hour turns between
-// two daily bases: the segment of that store's last whole hour, against the base of that
-// hour, which it used to write every hour.
+// BenchmarkWriteSnapshotSegment writes what a gateway writes every 10 minutes between two
+// daily bases (caddyplugin's segmentEvery): the segment of that store's last 10 minutes
+// before a cut, against the base of that cut, which it used to write every hour.
 func BenchmarkWriteSnapshotSegment(b *testing.B) {
 	s, _ := snapshotBenchStore(b)
-	to := time.Date(2026, 11, 24, 11, 0, 0, 0, time.UTC) // the store's clock is at 12:00
+	to := time.Date(2026, 11, 24, 11, 50, 0, 0, time.UTC) // the store's clock is at 12:00
 	var n, base countingWriter
 	if err := s.WriteSnapshotPart(&base, SnapshotBase, to); err != nil {
 		b.Fatal(err)
@@ -62,7 +62,7 @@ func BenchmarkWriteSnapshotSegment(b *testing.B) {
 	b.ResetTimer()
 	for range b.N {
 		n = 0
-		if err := s.WriteSnapshotSegment(&n, to.Add(-time.Hour), to); err != nil {
+		if err := s.WriteSnapshotSegment(&n, to.Add(-10*time.Minute), to); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -140,8 +140,8 @@ func TestRestartKeepsState(t *testing.T) {
 	c.Stop()
 	var snap string
 	_ = filepath.Walk(filepath.Join(c.dir, "storage", "vigil", "snapshot"), func(p string, info os.FileInfo, err error) error {
-		if err == nil && !info.IsDir() && !strings.Contains(p, ".corrupt") && !strings.HasSuffix(p, ".delta") {
-			snap = p // the base: its delta is read only with it
+		if err == nil && !info.IsDir() && !strings.Contains(p, ".corrupt") && !strings.HasSuffix(p, ".delta") && !strings.Contains(p, ".segments") {
+			snap = p // the base: its segments and delta are read only with it
 		}
 		return nil
 	})

@@ -177,7 +177,7 @@ func (r *Registry) writeReported(e *encoder) {
 
 	snap := &rep.snapshot
 	e.family("vigil_snapshot_writes_total", "counter",
-		"Snapshot parts written to Caddy storage, by part (base: the settled history, daily; segment: an hour's settled history, hourly; delta: the rest, every snapshot interval) and outcome (ok or failed).")
+		"Snapshot parts written to Caddy storage, by part (base: the settled history, daily; segment: the settled history since the last cut, every 10 minutes; delta: the rest, every snapshot interval) and outcome (ok or failed).")
 	if rep.snapshotSet {
 		for _, w := range [...]struct {
 			part, outcome string

@@ -61,7 +61,7 @@ vigil_blocked_total{kind="cidr"} 0
 # TYPE vigil_tracked_callers gauge
 # HELP vigil_store_overflow_total Calls the detector store counted under an "other" series because a view was full.
 # TYPE vigil_store_overflow_total counter
-# HELP vigil_snapshot_writes_total Snapshot parts written to Caddy storage, by part (base: the settled history, daily; segment: an hour's settled history, hourly; delta: the rest, every snapshot interval) and outcome (ok or failed).
+# HELP vigil_snapshot_writes_total Snapshot parts written to Caddy storage, by part (base: the settled history, daily; segment: the settled history since the last cut, every 10 minutes; delta: the rest, every snapshot interval) and outcome (ok or failed).
 # TYPE vigil_snapshot_writes_total counter
 # HELP vigil_snapshot_bytes Size of the last snapshot part written, by part: base, delta or segment.
 # TYPE vigil_snapshot_bytes gauge
@@ -348,7 +348,7 @@ vigil_tracked_callers{kind="key"} 1
 				r.SetSnapshotStats(SnapshotStats{BaseWrites: 1, DeltaWrites: 60, DeltaFailures: 2, SegmentWrites: 3, BaseBytes: 900, DeltaBytes: 34})
 			},
 			family: "vigil_snapshot_writes_total",
-			want: "# HELP vigil_snapshot_writes_total Snapshot parts written to Caddy storage, by part (base: the settled history, daily; segment: an hour's settled history, hourly; delta: the rest, every snapshot interval) and outcome (ok or failed).\n# TYPE vigil_snapshot_writes_total counter\n" +
+			want: "# HELP vigil_snapshot_writes_total Snapshot parts written to Caddy storage, by part (base: the settled history, daily; segment: the settled history since the last cut, every 10 minutes; delta: the rest, every snapshot interval) and outcome (ok or failed).\n# TYPE vigil_snapshot_writes_total counter\n" +
 				`vigil_snapshot_writes_total{part="base",outcome="ok"} 1
 vigil_snapshot_writes_total{part="base",outcome="failed"} 0
 vigil_snapshot_writes_total{part="delta",outcome="ok"} 60

@@ -197,8 +197,8 @@ func (r *Registry) SetStoreStats(s StoreStats) {
 }
 
 // SnapshotStats is what the engine reports of the snapshots it saves to Caddy storage:
-// a base (the store's settled buckets, once a day), segments (the buckets of the hours
-// since, one as each hour turns) and a delta (the rest, every snapshot interval).
+// a base (the store's settled buckets, once a day), segments (the buckets settled since,
+// one every 10 minutes) and a delta (the rest, every snapshot interval).
 type SnapshotStats struct {
 	// BaseWrites, BaseFailures, SegmentWrites, SegmentFailures, DeltaWrites and
 	// DeltaFailures count the parts written and the writes that failed (encoding or
