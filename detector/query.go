@@ -780,7 +780,8 @@ func SortAggregates(as []Aggregate, dims DimSet) {
 }
 
 // RangeQuery asks for a time series of aggregates: one point per Step from From until
-// To, point k covering [From+k*Step, From+(k+1)*Step).
+// To, point k covering [From+k*Step, From+(k+1)*Step). A To within a second (such as
+// now) counts that whole second, so that the point holding To is there.
 type RangeQuery struct {
 	// Filter selects calls; nil selects all.
 	Filter *Matcher
@@ -814,6 +815,9 @@ func (s *Store) Range(q *RangeQuery) (time.Time, []RangeGroup, error) {
 	}
 	from := floorDiv(q.From.Unix(), step) * step
 	to := q.To.Unix()
+	if q.To.Nanosecond() > 0 {
+		to++ // the range ends within this second: its calls so far are in the range
+	}
 	if to <= from {
 		return time.Unix(from, 0).UTC(), nil, nil
 	}

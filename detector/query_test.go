@@ -432,3 +432,35 @@ func TestRangeMatchesAggregate(t *testing.T) {
 		}
 	}
 }
+
+// TestRangeEndsWithinASecond: a range that ends a moment into a second (as "now" does)
+// has the point holding that second, with the calls of that second so far. It used to
+// drop them when the second began a step: the /vigil/series answer of an admin test,
+// asked in the same second as its calls at the turn of a minute, came back empty.
+func TestRangeEndsWithinASecond(t *testing.T) {
+	s := New(Config{})
+	turn := time.Date(2026, 11, 24, 12, 1, 0, 0, time.UTC)
+	s.Record(&Call{Time: turn.Add(-30 * time.Second), Method: "GET", Endpoint: "/a", Status: 503})
+	s.Record(&Call{Time: turn.Add(300 * time.Millisecond), Method: "GET", Endpoint: "/a", Status: 503})
+	m, _ := (&Filter{Status: "5xx"}).Compile()
+	lastPoints := func(to time.Time) []uint64 {
+		t.Helper()
+		_, groups, err := s.Range(&RangeQuery{Filter: m, From: turn.Add(-10 * time.Minute), To: to, Step: time.Minute})
+		if err != nil || len(groups) != 1 {
+			t.Fatalf("to %v: %+v %v", to, groups, err)
+		}
+		var totals []uint64
+		for _, p := range groups[0].Points {
+			totals = append(totals, p.Total)
+		}
+		return totals
+	}
+	// 0.8 s after the turn: 11 points, the last the new minute with its call.
+	if got := lastPoints(turn.Add(800 * time.Millisecond)); len(got) != 11 || got[9] != 1 || got[10] != 1 {
+		t.Errorf("to 0.8 s after the turn: %v, want 11 points ending 1, 1", got)
+	}
+	// On the turn exactly: up to it, not after: 10 points, the last the minute before.
+	if got := lastPoints(turn); len(got) != 10 || got[9] != 1 {
+		t.Errorf("to the turn: %v, want 10 points ending 1", got)
+	}
+}
