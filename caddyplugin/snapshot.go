@@ -264,7 +264,7 @@ func (e *engine) restoreSnapshot(storage certmagic.Storage) {
 				e.logger.Warn("vigil snapshot segments are missing: the history between the last segment and the delta is not restored",
 					"from", time.Unix(chain, 0).UTC(), "to", time.Unix(delta.cut, 0).UTC())
 			}
-			if _, err := e.store.ReadSnapshot(bufio.NewReader(bytes.NewReader(delta.store))); err != nil {
+			if err := e.mergeStore(delta); err != nil {
 				// decodeSnapshot checked the checksum, so this is a store format error.
 				e.logger.Error("the vigil snapshot delta's store is unreadable; it is left out", "key", deltaKey(key), "error", err)
 			} else {
@@ -415,8 +415,14 @@ func (e *engine) readStorePart(data []byte, want func(*decodedSnapshot) error) (
 	if err = want(d); err != nil {
 		return d, err
 	}
-	_, err = e.store.ReadSnapshot(bufio.NewReader(bytes.NewReader(d.store)))
-	return d, err
+	return d, e.mergeStore(d)
+}
+
+// mergeStore merges the store part of d into the engine's store, which is left
+// unchanged on an error.
+func (e *engine) mergeStore(d *decodedSnapshot) error {
+	_, err := e.store.ReadSnapshot(bufio.NewReader(bytes.NewReader(d.store)))
+	return err
 }
 
 // keepAside stores a damaged snapshot value under its key with ".corrupt-<unix time>"

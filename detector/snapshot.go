@@ -202,6 +202,10 @@ const (
 	SnapshotSegment
 )
 
+// hasState says whether the part holds what is not in buckets: the callers' top failing
+// pairs, the recent calls, the totals and the caller counters.
+func (p SnapshotPart) hasState() bool { return p == SnapshotFull || p == SnapshotDelta }
+
 // WriteSnapshot writes the store's history to w: the route view's series with every
 // bucket and sketch, the history of every user, company and key, the ring of recent
 // calls, the count of recorded calls, the newest call time, and the per-caller counts of
@@ -218,9 +222,9 @@ func (s *Store) WriteSnapshot(w io.Writer) error {
 
 // WriteSnapshotPart writes part of the history to w, as WriteSnapshot writes the whole:
 // the buckets before cut (SnapshotBase), or those from cut on and everything that is
-// not in buckets (SnapshotDelta). The cut should be a whole hour at least a little in
-// the past, so that no call is still on its way into a bucket before it. ReadSnapshot
-// reads either part.
+// not in buckets (SnapshotDelta). The cut should be at least a little in the past, so
+// that no call is still on its way into a bucket before it. ReadSnapshot reads either
+// part.
 func (s *Store) WriteSnapshotPart(w io.Writer, part SnapshotPart, cut time.Time) error {
 	if part == SnapshotSegment {
 		return errors.New("detector: a snapshot segment has two cuts: WriteSnapshotSegment writes it")
@@ -230,8 +234,8 @@ func (s *Store) WriteSnapshotPart(w io.Writer, part SnapshotPart, cut time.Time)
 
 // WriteSnapshotSegment writes the buckets that lie wholly between the cuts from and to
 // (SnapshotSegment), with the series and callers they belong to, as a base of to would
-// write them without those before from. Both cuts should be whole hours at least a
-// little in the past. ReadSnapshot reads it.
+// write them without those before from. Both cuts should be at least a little in the
+// past. ReadSnapshot reads it.
 func (s *Store) WriteSnapshotSegment(w io.Writer, from, to time.Time) error {
 	if !from.Before(to) {
 		return fmt.Errorf("detector: snapshot segment from %v to %v: from must be before to", from, to)
@@ -289,7 +293,7 @@ func (s *Store) writeSnapshot(w io.Writer, part SnapshotPart, from, cut int64) e
 
 	e.section(secRecent)
 	var recent []Call
-	if part == SnapshotFull || part == SnapshotDelta {
+	if part.hasState() {
 		recent = s.recent.oldestFirst()
 	}
 	for _, c := range recent {
@@ -301,7 +305,7 @@ func (s *Store) writeSnapshot(w io.Writer, part SnapshotPart, from, cut int64) e
 
 	e.section(secTotals)
 	recorded := s.recorded.Load()
-	if part == SnapshotBase || part == SnapshotSegment {
+	if !part.hasState() {
 		recorded = 0 // the delta counts them
 	}
 	b = binary.AppendUvarint(e.scratch[:0], recorded)
@@ -310,7 +314,7 @@ func (s *Store) writeSnapshot(w io.Writer, part SnapshotPart, from, cut int64) e
 	e.endSection()
 
 	e.section(secCounters)
-	if part == SnapshotFull || part == SnapshotDelta {
+	if part.hasState() {
 		s.trackMu.Lock()
 		counters := slices.Clone(s.counters)
 		s.pendingCounters = nil // the counts of rules that did not come back are dropped
@@ -361,8 +365,8 @@ type snapEncoder struct {
 // finest ring (see writeSnapshot).
 func (e *snapEncoder) keep(ring int, slot, secs int64) bool {
 	switch e.part {
-	case SnapshotBase, SnapshotSegment:
-		return slot < floorDiv(e.cut, secs) && (e.from == math.MinInt64 || slot >= floorDiv(e.from, secs))
+	case SnapshotBase, SnapshotSegment: // a base is a segment from math.MinInt64
+		return slot >= floorDiv(e.from, secs) && slot < floorDiv(e.cut, secs)
 	case SnapshotDelta:
 		return ring > 0 && slot >= floorDiv(e.cut, secs)
 	}
@@ -544,7 +548,7 @@ func appendBucket(b []byte, sketch *[]byte, bk *bucket) []byte {
 // the part, and reports whether it has any; its shard's lock held.
 func (e *snapEncoder) appendCaller(b []byte, c *caller, part SnapshotPart) ([]byte, bool) {
 	hours, days := e.callerBuckets(c.hours, hourSecs, part), e.callerBuckets(c.days, daySecs, part)
-	withFails := (part == SnapshotFull || part == SnapshotDelta) && c.fails != nil
+	withFails := part.hasState() && c.fails != nil
 	if part != SnapshotFull && len(hours) == 0 && len(days) == 0 && !withFails {
 		return b, false
 	}
@@ -580,14 +584,10 @@ func (e *snapEncoder) callerBuckets(bs []callerBucket, secs int64, part Snapshot
 		})
 		return i
 	}
-	i := search(e.cut)
-	switch {
-	case part == SnapshotDelta:
-		return bs[i:]
-	case e.from != math.MinInt64: // a segment
-		return bs[search(e.from):i]
+	if part == SnapshotDelta {
+		return bs[search(e.cut):]
 	}
-	return bs[:i]
+	return bs[search(e.from):search(e.cut)] // a base is a segment from math.MinInt64
 }
 
 func appendCallerBuckets(b []byte, bs []callerBucket) []byte {
