@@ -522,22 +522,20 @@ func (e *engine) countSnapshot(part detector.SnapshotPart, size int, err error) 
 	e.snapMu.Lock()
 	defer e.snapMu.Unlock()
 	st := &e.snapStats
-	switch {
-	case part == detector.SnapshotBase && err != nil:
-		st.BaseFailures++
-	case part == detector.SnapshotBase:
-		st.BaseWrites++
-		st.BaseBytes = int64(size)
-	case part == detector.SnapshotSegment && err != nil:
-		st.SegmentFailures++
-	case part == detector.SnapshotSegment:
-		st.SegmentWrites++
-		st.SegmentBytes = int64(size)
-	case err != nil:
-		st.DeltaFailures++
-	default:
-		st.DeltaWrites++
-		st.DeltaBytes = int64(size)
+	p := &st.Delta
+	switch part {
+	case detector.SnapshotBase:
+		p = &st.Base
+	case detector.SnapshotSegment:
+		p = &st.Segment
+	}
+	if err != nil {
+		p.Failures++
+		return
+	}
+	p.Writes++
+	p.Bytes = int64(size)
+	if p == &st.Delta {
 		st.LastSuccess = time.Now()
 	}
 }

@@ -76,8 +76,8 @@ func TestSnapshotBaseAndDelta(t *testing.T) {
 	if again, _ := app.storage.Load(ctx, snapshotKey()); string(again) != string(base) {
 		t.Fatal("the base was written again before the cut moved on")
 	}
-	if st := e.snapStats; st.BaseWrites != 1 || st.DeltaWrites != 2 || st.BaseFailures+st.DeltaFailures != 0 ||
-		st.BaseBytes != int64(len(base)) || st.DeltaBytes == 0 || st.LastSuccess.IsZero() {
+	if st := e.snapStats; st.Base.Writes != 1 || st.Delta.Writes != 2 || st.Base.Failures+st.Delta.Failures != 0 ||
+		st.Base.Bytes != int64(len(base)) || st.Delta.Bytes == 0 || st.LastSuccess.IsZero() {
 		t.Fatalf("snapshot stats %+v", st)
 	}
 	// A storage that fails: counted, and the parts in the good storage stay a pair.
@@ -87,7 +87,7 @@ func TestSnapshotBaseAndDelta(t *testing.T) {
 	}
 	e.chainCut.Store(0) // as when nothing is in storage: a base is due
 	e.saveSnapshot(&certmagic.FileStorage{Path: file})
-	if st := e.snapStats; st.BaseFailures != 1 || st.DeltaFailures != 0 || st.DeltaWrites != 2 {
+	if st := e.snapStats; st.Base.Failures != 1 || st.Delta.Failures != 0 || st.Delta.Writes != 2 {
 		t.Fatalf("snapshot stats after a failing storage %+v, want one base failure and no delta tried", st)
 	}
 	e.chainCut.Store(cutAt(now).Unix())
@@ -219,8 +219,8 @@ func TestSnapshotSegments(t *testing.T) {
 	if got := segments(); !slices.Equal(got, want) {
 		t.Fatalf("segments %v, want %v", got, want)
 	}
-	if st := e.snapStats; st.BaseWrites != 1 || st.SegmentWrites != 2 || st.DeltaWrites != 3 || st.SegmentBytes == 0 ||
-		st.SegmentBytes >= st.BaseBytes+st.DeltaBytes {
+	if st := e.snapStats; st.Base.Writes != 1 || st.Segment.Writes != 2 || st.Delta.Writes != 3 || st.Segment.Bytes == 0 ||
+		st.Segment.Bytes >= st.Base.Bytes+st.Delta.Bytes {
 		t.Fatalf("snapshot stats %+v", st)
 	}
 	t2 := t0.Add(2 * time.Hour)

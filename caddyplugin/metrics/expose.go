@@ -179,24 +179,18 @@ func (r *Registry) writeReported(e *encoder) {
 	e.family("vigil_snapshot_writes_total", "counter",
 		"Snapshot parts written to Caddy storage, by part (base: the settled history, daily; segment: the settled history since the last cut, every 10 minutes; delta: the rest, every snapshot interval) and outcome (ok or failed).")
 	if rep.snapshotSet {
-		for _, w := range [...]struct {
-			part, outcome string
-			n             uint64
-		}{{"base", "ok", snap.BaseWrites}, {"base", "failed", snap.BaseFailures},
-			{"delta", "ok", snap.DeltaWrites}, {"delta", "failed", snap.DeltaFailures},
-			{"segment", "ok", snap.SegmentWrites}, {"segment", "failed", snap.SegmentFailures}} {
-			e.series("vigil_snapshot_writes_total", "part", w.part, "outcome", w.outcome)
-			e.uint(w.n)
+		for _, p := range snap.parts() {
+			e.series("vigil_snapshot_writes_total", "part", p.name, "outcome", "ok")
+			e.uint(p.Writes)
+			e.series("vigil_snapshot_writes_total", "part", p.name, "outcome", "failed")
+			e.uint(p.Failures)
 		}
 	}
 	e.family("vigil_snapshot_bytes", "gauge", "Size of the last snapshot part written, by part: base, delta or segment.")
 	if rep.snapshotSet {
-		for _, p := range [...]struct {
-			part string
-			n    int64
-		}{{"base", snap.BaseBytes}, {"delta", snap.DeltaBytes}, {"segment", snap.SegmentBytes}} {
-			e.series("vigil_snapshot_bytes", "part", p.part)
-			e.int(p.n)
+		for _, p := range snap.parts() {
+			e.series("vigil_snapshot_bytes", "part", p.name)
+			e.int(p.Bytes)
 		}
 	}
 	e.family("vigil_snapshot_last_success_timestamp_seconds", "gauge",

@@ -345,7 +345,7 @@ vigil_tracked_callers{kind="key"} 1
 		{
 			name: "snapshots: writes by part and outcome",
 			update: func(r *Registry) {
-				r.SetSnapshotStats(SnapshotStats{BaseWrites: 1, DeltaWrites: 60, DeltaFailures: 2, SegmentWrites: 3, BaseBytes: 900, DeltaBytes: 34})
+				r.SetSnapshotStats(SnapshotStats{Base: SnapshotPartStats{Writes: 1, Bytes: 900}, Delta: SnapshotPartStats{Writes: 60, Failures: 2, Bytes: 34}, Segment: SnapshotPartStats{Writes: 3}})
 			},
 			family: "vigil_snapshot_writes_total",
 			want: "# HELP vigil_snapshot_writes_total Snapshot parts written to Caddy storage, by part (base: the settled history, daily; segment: the settled history since the last cut, every 10 minutes; delta: the rest, every snapshot interval) and outcome (ok or failed).\n# TYPE vigil_snapshot_writes_total counter\n" +
@@ -360,8 +360,8 @@ vigil_snapshot_writes_total{part="segment",outcome="failed"} 0
 		{
 			name: "snapshots: last success, once there is one",
 			update: func(r *Registry) {
-				r.SetSnapshotStats(SnapshotStats{DeltaFailures: 1})
-				r.SetSnapshotStats(SnapshotStats{DeltaWrites: 1, LastSuccess: time.Unix(1795536000, 500000000)})
+				r.SetSnapshotStats(SnapshotStats{Delta: SnapshotPartStats{Failures: 1}})
+				r.SetSnapshotStats(SnapshotStats{Delta: SnapshotPartStats{Writes: 1}, LastSuccess: time.Unix(1795536000, 500000000)})
 			},
 			family: "vigil_snapshot_last_success_timestamp_seconds",
 			want: "# HELP vigil_snapshot_last_success_timestamp_seconds When the last snapshot was completed (its delta written), in Unix seconds: what a restart would get back.\n# TYPE vigil_snapshot_last_success_timestamp_seconds gauge\n" +

@@ -43,7 +43,7 @@ func fullRegistry() *Registry {
 		{Channel: "email", QueueLength: 1, Failed: 4},
 	})
 	r.SetStoreStats(StoreStats{Series: 120, Users: 30, Companies: 4, Keys: 50, Overflow: 7})
-	r.SetSnapshotStats(SnapshotStats{BaseWrites: 2, DeltaWrites: 90, DeltaFailures: 1, BaseBytes: 900 << 20, DeltaBytes: 34 << 20,
+	r.SetSnapshotStats(SnapshotStats{Base: SnapshotPartStats{Writes: 2, Bytes: 900 << 20}, Delta: SnapshotPartStats{Writes: 90, Failures: 1, Bytes: 34 << 20},
 		LastSuccess: time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)})
 	return r
 }

@@ -200,16 +200,31 @@ func (r *Registry) SetStoreStats(s StoreStats) {
 // a base (the store's settled buckets, once a day), segments (the buckets settled since,
 // one every 10 minutes) and a delta (the rest, every snapshot interval).
 type SnapshotStats struct {
-	// BaseWrites, BaseFailures, SegmentWrites, SegmentFailures, DeltaWrites and
-	// DeltaFailures count the parts written and the writes that failed (encoding or
-	// storage), since the engine started.
-	BaseWrites, BaseFailures, SegmentWrites, SegmentFailures, DeltaWrites, DeltaFailures uint64
-	// BaseBytes, SegmentBytes and DeltaBytes are the sizes of the last part of each kind
-	// written.
-	BaseBytes, SegmentBytes, DeltaBytes int64
+	// Base, Segment and Delta count the writes of each part.
+	Base, Segment, Delta SnapshotPartStats
 	// LastSuccess is when the last delta was written, which completes a snapshot: what a
 	// restart would get back. Zero until then.
 	LastSuccess time.Time
+}
+
+// SnapshotPartStats counts the writes of one part of the snapshots.
+type SnapshotPartStats struct {
+	// Writes counts the parts written, Failures the writes that failed (encoding or
+	// storage), since the engine started.
+	Writes, Failures uint64
+	// Bytes is the size of the last part written.
+	Bytes int64
+}
+
+// namedPart is a part's stats and its label value.
+type namedPart struct {
+	name string
+	SnapshotPartStats
+}
+
+// parts returns the parts in the order they are exposed.
+func (s *SnapshotStats) parts() [3]namedPart {
+	return [3]namedPart{{"base", s.Base}, {"delta", s.Delta}, {"segment", s.Segment}}
 }
 
 // SetSnapshotStats reports the snapshots: vigil_snapshot_writes_total,
