@@ -181,7 +181,11 @@ type intakeShard struct {
 }
 
 // Flush applies every buffered call, so that queries see every call recorded before.
-func (s *Store) Flush() {
+func (s *Store) Flush() { s.drain(s.apply) }
+
+// drain takes every buffered call out of the intake and hands it to fn. Each shard is
+// locked only to swap its buffer for an empty spare, so recording goes on meanwhile.
+func (s *Store) drain(fn func(*Call)) {
 	s.flushMu.Lock()
 	defer s.flushMu.Unlock()
 	for i := range s.intake {
@@ -195,7 +199,7 @@ func (s *Store) Flush() {
 		sh.buf = s.spare[i]
 		sh.mu.Unlock()
 		for j := range full {
-			s.apply(&full[j])
+			fn(&full[j])
 		}
 		clear(full) // drop references to request strings
 		s.spare[i] = full[:0]
