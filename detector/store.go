@@ -75,6 +75,7 @@ type Store struct {
 	observer        atomic.Pointer[func(Call)]
 
 	intake  [intakeShards]intakeShard
+	homes   sync.Pool // *intakeShard: the shard each processor last recorded into
 	spare   [intakeShards][]Call
 	flushMu sync.Mutex
 	wake    chan struct{}
@@ -141,17 +142,27 @@ func (s *Store) Observe(fn func(c Call)) {
 // Config returns the store's configuration, defaults applied.
 func (s *Store) Config() Config { return s.cfg }
 
-// Record records one call. It only copies the call into a small buffer (one of several
-// shards, so that concurrent requests rarely meet); the store applies buffered calls to
-// its views in the background (Run) and before answering any query (Flush). When a
-// buffer is full the call is applied at once instead: a call is never dropped.
+// Record records one call. It only copies the call into a small buffer, one of several
+// shards; the store applies buffered calls to its views in the background (Run) and
+// before answering any query (Flush). When a buffer is full the call is applied at once
+// instead: a call is never dropped.
+//
+// Each processor keeps recording into the shard it used last (a sync.Pool holds it, per
+// processor), so that the shard's lock and the lines it writes stay in that core's
+// cache between calls, instead of moving from core to core with every call as with a
+// shard picked at random. A shard found full is not kept: the next call picks another
+// at random.
 func (s *Store) Record(c *Call) {
-	sh := &s.intake[rand.Uint32()&(intakeShards-1)]
+	sh, _ := s.homes.Get().(*intakeShard)
+	if sh == nil {
+		sh = &s.intake[rand.Uint32()&(intakeShards-1)]
+	}
 	sh.mu.Lock()
 	if len(sh.buf) < cap(sh.buf) {
 		sh.buf = append(sh.buf, *c)
 		n := len(sh.buf)
 		sh.mu.Unlock()
+		s.homes.Put(sh)
 		if n == intakeWake {
 			select {
 			case s.wake <- struct{}{}:
