@@ -39,6 +39,7 @@ http://127.0.0.1:{{.Plain}} {
 
 http://127.0.0.1:{{.Vigil}} {
 	bind 127.0.0.1
+{{- if not .Control}}
 	vigil {
 		identify user    {header.X-User-Id}
 		identify company {header.X-Company-Id}
@@ -52,6 +53,7 @@ http://127.0.0.1:{{.Vigil}} {
 		quota user 1000000000/day
 {{- end}}
 	}
+{{- end}}
 	reverse_proxy 127.0.0.1:{{.Upstream}}
 }
 `
@@ -260,8 +262,8 @@ func get(ctx context.Context, url string, headers map[string]string) (int, http.
 
 // checkSites makes sure that the two sites do what the comparison assumes: both proxy
 // to the upstream, only the vigil site applies Vigil (RateLimit fields on its answers,
-// 403 for a blocked user).
-func checkSites(ctx context.Context, plainURL, vigilURL string, limits bool) error {
+// 403 for a blocked user), unless it is the control, which answers as plain does.
+func checkSites(ctx context.Context, plainURL, vigilURL string, limits, control bool) error {
 	hdr := map[string]string{"X-User-Id": "u-1", "X-Company-Id": "c-1"}
 	code, h, err := get(ctx, plainURL+"/users/1/orders", hdr)
 	if err != nil {
@@ -273,6 +275,12 @@ func checkSites(ctx context.Context, plainURL, vigilURL string, limits bool) err
 	code, h, err = get(ctx, vigilURL+"/users/1/orders", hdr)
 	if err != nil {
 		return fmt.Errorf("vigil site: %w", err)
+	}
+	if control {
+		if code != http.StatusOK || h.Get("RateLimit") != "" {
+			return fmt.Errorf("vigil site (control): got %d with RateLimit %q, want 200 without, as plain", code, h.Get("RateLimit"))
+		}
+		return nil
 	}
 	if code != http.StatusOK || (h.Get("RateLimit") != "") != limits {
 		return fmt.Errorf("vigil site: got %d with RateLimit %q, want 200 with RateLimit fields when it has limits (%v)", code, h.Get("RateLimit"), limits)

@@ -44,6 +44,7 @@ type settings struct {
 	Verbose     bool          `json:"-"`
 	CPUProfile  string        `json:"-"`
 	NoLimits    bool          `json:"no_limits,omitempty"`
+	Control     bool          `json:"control,omitempty"`
 }
 
 func main() {
@@ -72,6 +73,7 @@ func run() int {
 	fs.BoolVar(&s.JSON, "json", false, "print the report as JSON on stdout (the text report goes to stderr)")
 	fs.BoolVar(&s.Verbose, "v", false, "print wrk's output of every round on stderr")
 	fs.BoolVar(&s.NoLimits, "no-limits", false, "leave the rate limits and the quota out of the vigil site (identify, block list and recording only), to see what they cost; the targets are for the full site")
+	fs.BoolVar(&s.Control, "control", false, "serve the vigil site without the vigil directive, the same as plain: an A/A control that shows the ratios this machine reports for two identical sites (the targets are for the full site)")
 	fs.StringVar(&s.CPUProfile, "cpuprofile", "", "write CPU profiles of the gateway caddy during round 1 of each site to `PREFIX`-plain.pprof and PREFIX-vigil.pprof (from its admin /debug/pprof; round 1 then runs slower)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -167,7 +169,7 @@ func bench(ctx context.Context, s *settings) (*report, error) {
 	}
 	defer up.stop()
 	gw, err := startCaddy(ctx, "gateway", bin, filepath.Join(dir, "gateway"), gatewayCaddyfile,
-		map[string]any{"Plain": plainPort, "Vigil": vigilPort, "Upstream": upPort, "Limits": !s.NoLimits}, plainPort, vigilPort)
+		map[string]any{"Plain": plainPort, "Vigil": vigilPort, "Upstream": upPort, "Limits": !s.NoLimits, "Control": s.Control}, plainPort, vigilPort)
 	if err != nil {
 		return nil, err
 	}
@@ -177,7 +179,7 @@ func bench(ctx context.Context, s *settings) (*report, error) {
 		"plain": fmt.Sprintf("http://127.0.0.1:%d", plainPort),
 		"vigil": fmt.Sprintf("http://127.0.0.1:%d", vigilPort),
 	}
-	if err := checkSites(ctx, urls["plain"], urls["vigil"], !s.NoLimits); err != nil {
+	if err := checkSites(ctx, urls["plain"], urls["vigil"], !s.NoLimits, s.Control); err != nil {
 		return nil, fmt.Errorf("checking the sites before the load: %w\ngateway logs:\n%s", err, gw.logs)
 	}
 
@@ -256,7 +258,7 @@ func bench(ctx context.Context, s *settings) (*report, error) {
 	}
 
 	// The vigil site counted the load: u-1's quota usage (it is one of the users).
-	if s.NoLimits {
+	if s.NoLimits || s.Control {
 		return rep, nil
 	}
 	if used, err := quotaUsed(ctx, gw.adminPort, "u-1"); err == nil {

@@ -193,7 +193,10 @@ func (r *report) printText(w io.Writer) {
 	}
 	fmt.Fprintf(w, "wrk:      -t%d -c%d, %d rounds of %s per site (%s), warm-up %s per site; %d users, %d companies\n",
 		s.Threads, s.Conns, s.Rounds, s.Duration, order, s.Warmup, s.Users, s.Companies)
-	if s.NoLimits {
+	switch {
+	case s.Control:
+		fmt.Fprintln(w, "vigil:    -control: the vigil site without the vigil directive, the same as plain (an A/A control; the targets are for the full site)")
+	case s.NoLimits:
 		fmt.Fprintln(w, "vigil:    -no-limits: identify, block list and recording only (the targets are for the full site)")
 	}
 	fmt.Fprintln(w)
@@ -240,6 +243,8 @@ func (r *report) printText(w io.Writer) {
 		fmt.Fprintln(w, "RESULT: incomplete run, no verdict")
 	case len(r.Errors) > 0:
 		fmt.Fprintln(w, "RESULT: invalid (errors above)")
+	case s.Control:
+		fmt.Fprintln(w, "RESULT: control run (two identical sites), no verdict: the ratios above are this machine's bias and spread")
 	case r.TargetsMet:
 		fmt.Fprintln(w, "RESULT: targets met")
 	default:
