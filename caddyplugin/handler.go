@@ -1,7 +1,6 @@
 package caddyplugin
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -126,10 +125,25 @@ type Quota struct {
 	Name string `json:"name,omitempty"`
 }
 
+// policyScope is what a limit or quota is kept per: a kind of caller, and the policy ids
+// for identified and for anonymous (per IP) callers.
+type policyScope struct {
+	kind       string
+	id, anonID string
+}
+
+// key returns the policy id and the key a call counts under: the caller's value for the
+// kind or, for a caller without one (anonymous), the client IP under the anonymous id.
+func (p *policyScope) key(h *Handler, c *detector.Call, ip string) (pid, key string) {
+	if key = h.callerKey(p.kind, c, ip); key != "" {
+		return p.id, key
+	}
+	return p.anonID, ip
+}
+
 type limitPolicy struct {
+	policyScope
 	name        string
-	kind        string
-	id, anonID  string // policy ids for identified and anonymous (per IP) callers
 	rate        limit.Rate
 	burst       int64
 	headerQ     int64
@@ -138,11 +152,10 @@ type limitPolicy struct {
 }
 
 type quotaPolicy struct {
-	name       string
-	kind       string
-	id, anonID string
-	quota      limit.Quota
-	loc        *time.Location
+	policyScope
+	name  string
+	quota limit.Quota
+	loc   *time.Location
 }
 
 // CaddyModule returns the Caddy module information.
@@ -220,7 +233,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("rate_limits[%d].name: %w", i, err)
 		}
 		names[name] = true
-		p := limitPolicy{name: name, kind: rl.Key, rate: rate, burst: rl.Burst}
+		p := limitPolicy{policyScope: policyScope{kind: rl.Key}, name: name, rate: rate, burst: rl.Burst}
 		p.id = h.Scope + "/rl/" + name
 		p.anonID = p.id + "/ip"
 		p.headerQ, p.headerW = rate.PolicyParams()
@@ -249,7 +262,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("quotas[%d].name: %w", i, err)
 		}
 		names[name] = true
-		p := quotaPolicy{name: name, kind: q.Key, quota: quota, loc: loc}
+		p := quotaPolicy{policyScope: policyScope{kind: q.Key}, name: name, quota: quota, loc: loc}
 		p.id = h.Scope + "/q/" + name
 		p.anonID = p.id + "/ip"
 		h.quotas = append(h.quotas, p)
@@ -372,63 +385,49 @@ func (h *Handler) finish(c *detector.Call, start time.Time, repl *caddy.Replacer
 }
 
 // limit counts quotas and takes rate-limit tokens, sets the RateLimit header fields,
-// and refuses the call with 429 when a limit or quota is exhausted.
+// and refuses the call with 429 when a limit or quota is exhausted. All of the call's
+// limits go to the store in one Check, all or nothing.
 func (h *Handler) limit(w http.ResponseWriter, r *http.Request, repl *caddy.Replacer, c *detector.Call, ip string, now time.Time) (refused bool) {
-	e := h.eng
-	ctx := r.Context()
 	var (
-		qd      [maxPolicies]limit.QuotaDecision
-		counted int
-		hdr     [512]byte
-		rl      = hdr[:0]
+		qreqs [maxPolicies]limit.QuotaRequest
+		reqs  [maxPolicies]limit.Request
+		qd    [maxPolicies]limit.QuotaDecision
+		out   [maxPolicies]limit.Decision
+		hdr   [512]byte
+		rl    = hdr[:0]
 	)
-	// Quotas first, so that a call refused by a rate limit can be given back.
+	nq, nl := len(h.quotas), len(h.limits)
 	for i := range h.quotas {
 		p := &h.quotas[i]
-		pid, key := p.id, h.callerKey(p.kind, c, ip)
-		if key == "" {
-			pid, key = p.anonID, ip
-		}
-		d, err := e.limiter.AddQuota(ctx, pid, key, p.quota, p.loc, now, 1)
-		if err != nil {
-			h.logger.Warn("quota store failed; allowing the call", "quota", p.name, "error", err)
-			continue
-		}
-		qd[i] = d
-		if !d.Allowed {
-			e.metrics.QuotaExceeded(p.name)
-			h.giveBackQuotas(ctx, c, ip, now, counted)
-			_, t := d.RateLimitParams(now)
-			rl = limit.AppendRateLimit(rl, p.name, 0, t)
-			h.setHeaders(w, rl, now, qd[:i+1])
-			c.BytesOut = int64(h.refuse(w, repl, http.StatusTooManyRequests, "quota exceeded", []string{p.name}, t))
-			return true
-		}
-		counted = i + 1
+		pid, key := p.key(h, c, ip)
+		qreqs[i] = limit.QuotaRequest{PolicyID: pid, Key: key, Quota: p.quota, Loc: p.loc}
 	}
-	if len(h.limits) > 0 {
-		var (
-			reqs [maxPolicies]limit.Request
-			out  [maxPolicies]limit.Decision
-		)
-		for i := range h.limits {
-			p := &h.limits[i]
-			pid, key := p.id, h.callerKey(p.kind, c, ip)
-			if key == "" {
-				pid, key = p.anonID, ip
+	for i := range h.limits {
+		p := &h.limits[i]
+		pid, key := p.key(h, c, ip)
+		reqs[i] = limit.Request{PolicyID: pid, Key: key, Rate: p.rate, Burst: p.burst}
+	}
+	ok, err := h.eng.limiter.Check(r.Context(), qreqs[:nq], reqs[:nl], now, qd[:nq], out[:nl])
+	if err != nil {
+		h.logger.Warn("rate limiter failed; allowing the call", "error", err)
+		return false
+	}
+	if !ok {
+		e := h.eng
+		// A quota used up is reported alone, with the time its period ends.
+		for i := 0; i < nq; i++ {
+			if d := &qd[i]; !d.Allowed {
+				e.metrics.QuotaExceeded(h.quotas[i].name)
+				_, t := d.RateLimitParams(now)
+				rl = limit.AppendRateLimit(rl, h.quotas[i].name, 0, t)
+				h.setHeaders(w, rl, now, qd[:i+1])
+				c.BytesOut = int64(h.refuse(w, repl, http.StatusTooManyRequests, "quota exceeded", []string{h.quotas[i].name}, t))
+				return true
 			}
-			reqs[i] = limit.Request{PolicyID: pid, Key: key, Rate: p.rate, Burst: p.burst}
-		}
-		n := len(h.limits)
-		ok, err := e.limiter.Take(ctx, reqs[:n], now, out[:n])
-		if err != nil {
-			h.logger.Warn("rate limiter failed; allowing the call", "error", err)
-			ok = true
-			n = 0
 		}
 		var violated []string
 		var retry int64
-		for i := 0; i < n; i++ {
+		for i := 0; i < nl; i++ {
 			r, t := out[i].RateLimitParams()
 			rl = limit.AppendRateLimit(rl, h.limits[i].name, r, t)
 			if !out[i].Allowed {
@@ -437,30 +436,20 @@ func (h *Handler) limit(w http.ResponseWriter, r *http.Request, repl *caddy.Repl
 				retry = max(retry, out[i].RetryAfterSeconds())
 			}
 		}
-		if !ok {
-			h.giveBackQuotas(ctx, c, ip, now, counted)
-			h.setHeaders(w, rl, now, nil)
-			c.BytesOut = int64(h.refuse(w, repl, http.StatusTooManyRequests, "rate limit exceeded", violated, retry))
-			return true
-		}
+		h.setHeaders(w, rl, now, nil)
+		c.BytesOut = int64(h.refuse(w, repl, http.StatusTooManyRequests, "rate limit exceeded", violated, retry))
+		return true
 	}
-	for i := 0; i < counted; i++ {
+	for i := 0; i < nl; i++ {
+		r, t := out[i].RateLimitParams()
+		rl = limit.AppendRateLimit(rl, h.limits[i].name, r, t)
+	}
+	for i := 0; i < nq; i++ {
 		r, t := qd[i].RateLimitParams(now)
 		rl = limit.AppendRateLimit(rl, h.quotas[i].name, r, t)
 	}
-	h.setHeaders(w, rl, now, qd[:counted])
+	h.setHeaders(w, rl, now, qd[:nq])
 	return false
-}
-
-func (h *Handler) giveBackQuotas(ctx context.Context, c *detector.Call, ip string, now time.Time, n int) {
-	for i := 0; i < n; i++ {
-		p := &h.quotas[i]
-		pid, key := p.id, h.callerKey(p.kind, c, ip)
-		if key == "" {
-			pid, key = p.anonID, ip
-		}
-		_, _ = h.eng.limiter.AddQuota(ctx, pid, key, p.quota, p.loc, now, -1)
-	}
 }
 
 // setHeaders sets RateLimit-Policy (token buckets, then the quotas' current periods) and

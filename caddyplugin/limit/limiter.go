@@ -40,6 +40,32 @@ type QuotaCounter interface {
 type Store interface {
 	Limiter
 	QuotaCounter
+	// Check is what a gateway asks for each call: it counts the call against every
+	// quota of quotas and takes one token from the bucket of each of reqs, all or
+	// nothing. When every quota has room and every bucket a token, it counts and takes
+	// them, fills qout[i] and out[i] with the state after, and returns true. Otherwise
+	// it counts and takes nothing (and keeps nothing new), and qout[i] and out[i]
+	// describe the state without this call, Allowed saying whether that quota or bucket
+	// alone had room. qout and out must be at least as long as quotas and reqs. One call
+	// asks for all of a request's limits at once, so that an implementation can look
+	// them up together: in memory, while their cache misses overlap; in a shared store,
+	// in one round trip. An error leaves qout and out undefined; the caller decides
+	// whether to fail open.
+	Check(ctx context.Context, quotas []QuotaRequest, reqs []Request, now time.Time, qout []QuotaDecision, out []Decision) (bool, error)
+}
+
+// QuotaRequest asks to count one call against a calendar quota for one caller.
+type QuotaRequest struct {
+	// PolicyID names the quota stably across config reloads, as [Request.PolicyID] does
+	// for a token bucket.
+	PolicyID string
+	// Key names the caller. It is kept as long as the counter is, so it must not be a
+	// string that is later overwritten.
+	Key string
+	// Quota is the limit per period.
+	Quota Quota
+	// Loc is the time zone of the period's calendar; nil means UTC.
+	Loc *time.Location
 }
 
 // Request asks for one token of a token-bucket policy for one caller.
