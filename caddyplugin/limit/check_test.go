@@ -3,6 +3,8 @@ package limit
 import (
 	"context"
 	"math/rand/v2"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -180,5 +182,55 @@ func TestCheckManyLimits(t *testing.T) {
 	}
 	if m.Len() != len(reqs) {
 		t.Fatalf("%d entries, want %d", m.Len(), len(reqs))
+	}
+}
+
+// TestCheckConcurrent has many goroutines call for the same caller at once: the quota
+// and the bucket allow exactly as many calls as they hold, and refused calls count
+// nothing, so the usage left is the number of calls allowed.
+func TestCheckConcurrent(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		quota       int64
+		burst       int64
+		wantAllowed int64
+	}{
+		{"quota runs out first", 300, 1000, 300},
+		{"bucket runs out first", 1000, 250, 250},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := NewMemory(1000)
+			quotas := []QuotaRequest{{PolicyID: "s/user-day", Key: "u-1", Quota: Quota{Limit: tc.quota, Period: Day}}}
+			reqs := []Request{
+				{PolicyID: "s/user", Key: "u-1", Rate: Rate{Events: 1, Per: 24 * time.Hour}, Burst: tc.burst},
+				{PolicyID: "s/ip", Key: "10.0.0.1", Rate: Rate{Events: 1 << 30, Per: time.Second}},
+			}
+			const goroutines, calls = 8, 200
+			var allowed atomic.Int64
+			var wg sync.WaitGroup
+			for range goroutines {
+				wg.Go(func() {
+					qout, out := make([]QuotaDecision, 1), make([]Decision, 2)
+					for range calls {
+						ok, err := m.Check(context.Background(), quotas, reqs, t0, qout, out)
+						if err != nil {
+							t.Error(err)
+							return
+						}
+						if ok {
+							allowed.Add(1)
+						}
+					}
+				})
+			}
+			wg.Wait()
+			if allowed.Load() != tc.wantAllowed {
+				t.Fatalf("%d calls allowed, want %d", allowed.Load(), tc.wantAllowed)
+			}
+			u, _ := m.QuotaUsage(context.Background(), "s/user-day", "u-1", quotas[0].Quota, nil, t0)
+			if u.Used != tc.wantAllowed {
+				t.Fatalf("quota used %d, want %d (the calls allowed)", u.Used, tc.wantAllowed)
+			}
+		})
 	}
 }
