@@ -45,10 +45,7 @@ func sameDecision(a, b Decision) bool {
 func TestCheckAsByParts(t *testing.T) {
 	users := []string{"u-1", "u-2", "u-3"}
 	ips := []string{"10.0.0.1", "10.0.0.2"}
-	paris, err := time.LoadLocation("Europe/Paris")
-	if err != nil {
-		t.Skip("no time zone data:", err)
-	}
+	paris := mustLoad(t, "Europe/Paris")
 	rate := Rate{Events: 2, Per: time.Second}
 	call := func(u, ip string) ([]QuotaRequest, []Request) {
 		return []QuotaRequest{
