@@ -42,8 +42,8 @@ func (m *Memory) Check(_ context.Context, quotas []QuotaRequest, reqs []Request,
 		ops = make([]checkOp, 0, n)
 	}
 	for i := range quotas {
-		id, _ := m.hashOf(entryKey{quotas[i].PolicyID, quotas[i].Key, true})
-		ops = append(ops, checkOp{id: id, shard: int(id.h & m.mask)})
+		id, si := m.hashOf(entryKey{quotas[i].PolicyID, quotas[i].Key, true})
+		ops = append(ops, checkOp{id: id, shard: si})
 	}
 	for i := range reqs {
 		r := &reqs[i]
@@ -51,8 +51,8 @@ func (m *Memory) Check(_ context.Context, quotas []QuotaRequest, reqs []Request,
 			ops = append(ops, checkOp{shard: -1})
 			continue
 		}
-		id, _ := m.hashOf(entryKey{r.PolicyID, r.Key, false})
-		ops = append(ops, checkOp{id: id, shard: int(id.h & m.mask)})
+		id, si := m.hashOf(entryKey{r.PolicyID, r.Key, false})
+		ops = append(ops, checkOp{id: id, shard: si})
 	}
 	qops, bops := ops[:len(quotas)], ops[len(quotas):]
 

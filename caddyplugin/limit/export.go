@@ -89,7 +89,8 @@ func (m *Memory) Import(entries []Entry) error {
 	for _, e := range entries {
 		quota := e.Kind == QuotaEntry
 		k := entryKey{e.Policy, e.Key, quota}
-		id, s := m.hashOf(k)
+		id, si := m.hashOf(k)
+		s := &m.shards[si]
 		s.mu.Lock()
 		// add* replace the entry of the same kind, policy and key, if any: its index hash
 		// is the same.

@@ -18,7 +18,9 @@ type indexSlot struct {
 }
 
 // home returns the slot where h's probe starts. The shard was picked by the low bits of
-// h, so the table multiplies to take its slot from all of them (Fibonacci hashing).
+// the caller key's hash, which h contains, so the entries of one shard and policy share
+// h's low bits, and the table multiplies to take its slot from all of them (Fibonacci
+// hashing).
 func (x *hashIndex) home(h uint64) int {
 	return int((h * 0x9e3779b97f4a7c15) >> 32 & uint64(len(x.slots)-1))
 }

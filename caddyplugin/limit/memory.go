@@ -111,17 +111,21 @@ func NewMemory(maxKeys int) *Memory {
 // quotaSalt sets quota counters apart from token buckets of the same policy and key.
 const quotaSalt = 0x9e3779b97f4a7c15
 
-// hashOf returns the identity of the entry of k and the shard that holds it.
-func (m *Memory) hashOf(k entryKey) (entryHash, *shard) {
+// hashOf returns the identity of the entry of k and the number of the shard that holds
+// it. The shard depends on the caller key alone, so that the entries of one caller (its
+// buckets and quota counters under every policy) share a shard, and Check takes one
+// lock for all of them.
+func (m *Memory) hashOf(k entryKey) (entryHash, int) {
+	kh := maphash.String(m.seed, k.key)
 	id := entryHash{
-		h: maphash.String(m.seed, k.key) ^ bits.RotateLeft64(maphash.String(m.seed, k.policy), 17),
+		h: kh ^ bits.RotateLeft64(maphash.String(m.seed, k.policy), 17),
 		c: maphash.String(m.seed2, k.key) ^ bits.RotateLeft64(maphash.String(m.seed2, k.policy), 29),
 	}
 	if k.quota {
 		id.h ^= quotaSalt
 		id.c ^= quotaSalt
 	}
-	return id, &m.shards[id.h&m.mask]
+	return id, int(kh & m.mask)
 }
 
 // findBucket returns the position of the bucket id, or -1. s.mu must be held.
@@ -190,7 +194,8 @@ func (m *Memory) take(r Request, now int64) Decision {
 	if r.Rate.Events <= 0 || r.Rate.Per <= 0 {
 		return Decision{Allowed: true} // no limit
 	}
-	id, s := m.hashOf(entryKey{r.PolicyID, r.Key, false})
+	id, si := m.hashOf(entryKey{r.PolicyID, r.Key, false})
+	s := &m.shards[si]
 	s.mu.Lock()
 	b := s.bucket(m, id, r, now)
 	b.ref = true
@@ -226,7 +231,8 @@ func (m *Memory) existing(r Request, now int64, giveBack bool) Decision {
 	if r.Rate.Events <= 0 || r.Rate.Per <= 0 {
 		return Decision{Allowed: true}
 	}
-	id, s := m.hashOf(entryKey{r.PolicyID, r.Key, false})
+	id, si := m.hashOf(entryKey{r.PolicyID, r.Key, false})
+	s := &m.shards[si]
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	i := s.findBucket(id)
@@ -320,7 +326,8 @@ func (m *Memory) AddQuota(_ context.Context, policyID, key string, q Quota, loc 
 		return QuotaDecision{}, fmt.Errorf("limit: AddQuota %q: %w", policyID, err)
 	}
 	k := entryKey{policyID, key, true}
-	id, s := m.hashOf(k)
+	id, si := m.hashOf(k)
+	s := &m.shards[si]
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	t := now.UnixNano()

@@ -287,8 +287,9 @@ func TestHashIdentity(t *testing.T) {
 	}
 
 	// Forge: give a's bucket the index hash that b's bucket will have.
-	ida, sa := m.hashOf(entryKey{"site/user", "a", false})
-	idb, sb := m.hashOf(entryKey{"site/user", "b", false})
+	ida, ia := m.hashOf(entryKey{"site/user", "a", false})
+	idb, ib := m.hashOf(entryKey{"site/user", "b", false})
+	sa, sb := &m.shards[ia], &m.shards[ib]
 	sa.mu.Lock()
 	i := sa.findBucket(ida)
 	sa.buckets[i].id.h = idb.h
