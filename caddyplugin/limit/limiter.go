@@ -29,7 +29,8 @@ type QuotaCounter interface {
 	// are allowed, and counted, only if used+n <= q.Limit; denied calls are not counted.
 	// With n == 0 nothing is counted and Allowed says whether one more call fits. With
 	// n < 0, -n calls are given back (down to zero), for calls that were counted and then
-	// refused by another limit. A counter keeps the period it was started in until that
+	// refused by another limit (Store.Check counts all of a call's limits at once and
+	// does not need this). A counter keeps the period it was started in until that
 	// period ends, so give a policy a new id when its period or time zone changes.
 	AddQuota(ctx context.Context, policyID, key string, q Quota, loc *time.Location, now time.Time, n int64) (QuotaDecision, error)
 	// QuotaUsage returns the usage of the caller key in the period that contains now.
