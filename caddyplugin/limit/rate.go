@@ -1,9 +1,11 @@
 // Package limit enforces rate limits (token buckets) and calendar quotas (per day or
 // per month), and writes the IETF RateLimit-Policy and RateLimit header fields.
 //
-// The state lives behind two small interfaces, [Limiter] and [QuotaCounter], with plain
-// string keys, the time passed in and plain values out, so that a shared store (Redis,
-// for a fleet of gateways) can implement them as well as the in-process [Memory].
+// The state lives behind two small interfaces, [Limiter] and [QuotaCounter], joined in
+// [Store] with [Store.Check], which a gateway calls once per request for all of its
+// quotas and buckets, all or nothing. They take plain string keys, the time passed in
+// and give plain values out, so that a shared store (Redis, for a fleet of gateways) can
+// implement them as well as the in-process [Memory].
 //
 // # Token buckets
 //
