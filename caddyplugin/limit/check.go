@@ -71,24 +71,20 @@ func (m *Memory) Check(_ context.Context, quotas []QuotaRequest, reqs []Request,
 		}
 	}
 	for i := range qops {
-		if o := &qops[i]; o.pos >= 0 {
-			if s := &m.shards[o.shard]; int(o.pos) >= len(s.counters) || s.counters[o.pos].id != o.id {
-				o.pos = -1
-			}
+		if o := &qops[i]; o.pos >= 0 && !m.shards[o.shard].holdsCounter(o.pos, o.id) {
+			o.pos = -1
 		}
 	}
 	for i := range bops {
-		if o := &bops[i]; o.pos >= 0 {
-			if s := &m.shards[o.shard]; int(o.pos) >= len(s.buckets) || s.buckets[o.pos].id != o.id {
-				o.pos = -1
-			}
+		if o := &bops[i]; o.pos >= 0 && !m.shards[o.shard].holdsBucket(o.pos, o.id) {
+			o.pos = -1
 		}
 	}
 
 	t := now.UnixNano()
 	ok := true
 	for i := range quotas {
-		if m.quotaUsed(&qops[i], t) > quotas[i].Quota.Limit-1 {
+		if c := m.current(&qops[i], t); c != nil && c.used > quotas[i].Quota.Limit-1 {
 			ok = false
 		}
 	}
@@ -104,16 +100,15 @@ func (m *Memory) Check(_ context.Context, quotas []QuotaRequest, reqs []Request,
 	}
 	if !ok { // describe the state without the call, and change nothing
 		for i := range quotas {
-			q, o := &quotas[i], &qops[i]
-			used := m.quotaUsed(o, t)
-			u := QuotaUsage{Used: used, Remaining: max(0, q.Quota.Limit-used), Limit: q.Quota.Limit}
-			if o.pos >= 0 && t < m.shards[o.shard].counters[o.pos].end {
-				c := &m.shards[o.shard].counters[o.pos]
-				u.Start, u.ResetsAt = time.Unix(0, c.start), time.Unix(0, c.end)
+			q := &quotas[i]
+			var u QuotaUsage
+			if c := m.current(&qops[i], t); c != nil {
+				u = QuotaUsage{Used: c.used, Start: time.Unix(0, c.start), ResetsAt: time.Unix(0, c.end)}
 			} else {
 				u.Start, u.ResetsAt = q.Quota.Period.Bounds(now, q.Loc)
 			}
-			qout[i] = QuotaDecision{Allowed: used <= q.Quota.Limit-1, QuotaUsage: u}
+			u.Limit, u.Remaining = q.Quota.Limit, max(0, q.Quota.Limit-u.Used)
+			qout[i] = QuotaDecision{Allowed: u.Used <= q.Quota.Limit-1, QuotaUsage: u}
 		}
 		for i := range bops {
 			switch o := &bops[i]; {
@@ -139,11 +134,7 @@ func (m *Memory) Check(_ context.Context, quotas []QuotaRequest, reqs []Request,
 		}
 		s := &m.shards[o.shard]
 		c := &s.counters[o.pos]
-		if t >= c.end { // a new period: start from zero
-			start, end := quotas[i].Quota.Period.Bounds(now, quotas[i].Loc)
-			c.used, c.start, c.end = 0, start.UnixNano(), end.UnixNano()
-			s.minEnd = min(s.minEnd, c.end)
-		}
+		s.renew(c, &quotas[i].Quota, quotas[i].Loc, now, t)
 		c.ref, c.limit = true, quotas[i].Quota.Limit
 		c.used++
 		qout[i] = QuotaDecision{Allowed: true, QuotaUsage: c.usage()}
@@ -185,16 +176,16 @@ func (m *Memory) Check(_ context.Context, quotas []QuotaRequest, reqs []Request,
 	return true, nil
 }
 
-// quotaUsed returns the calls counted in the current period by the counter o found
-// (none when it found none, or when the counter's period ended by t).
-func (m *Memory) quotaUsed(o *checkOp, t int64) int64 {
+// current returns the counter o found if its period is still running at t, or nil
+// (none found, or its period ended: the call would start a new one from zero).
+func (m *Memory) current(o *checkOp, t int64) *counter {
 	if o.pos < 0 {
-		return 0
+		return nil
 	}
 	if c := &m.shards[o.shard].counters[o.pos]; t < c.end {
-		return c.used
+		return c
 	}
-	return 0
+	return nil
 }
 
 // shardSet is a set of shard numbers (NewMemory makes at most 256 shards), locked and

@@ -130,7 +130,7 @@ func (m *Memory) hashOf(k entryKey) (entryHash, int) {
 
 // findBucket returns the position of the bucket id, or -1. s.mu must be held.
 func (s *shard) findBucket(id entryHash) int {
-	if i, ok := s.index.get(id.h); ok && int(i) < len(s.buckets) && s.buckets[i].id == id {
+	if i, ok := s.index.get(id.h); ok && s.holdsBucket(i, id) {
 		return int(i)
 	}
 	return -1
@@ -138,10 +138,32 @@ func (s *shard) findBucket(id entryHash) int {
 
 // findCounter returns the position of the quota counter id, or -1. s.mu must be held.
 func (s *shard) findCounter(id entryHash) int {
-	if i, ok := s.index.get(id.h); ok && int(i) < len(s.counters) && s.counters[i].id == id {
+	if i, ok := s.index.get(id.h); ok && s.holdsCounter(i, id) {
 		return int(i)
 	}
 	return -1
+}
+
+// holdsBucket reports whether the bucket at position i, which the index gave for id's
+// hash, is id's (the index maps buckets and counters alike). s.mu must be held.
+func (s *shard) holdsBucket(i int32, id entryHash) bool {
+	return int(i) < len(s.buckets) && s.buckets[i].id == id
+}
+
+// holdsCounter is holdsBucket for a quota counter.
+func (s *shard) holdsCounter(i int32, id entryHash) bool {
+	return int(i) < len(s.counters) && s.counters[i].id == id
+}
+
+// renew starts counter c afresh from zero when its period ended by t (UnixNano of now).
+// s.mu must be held.
+func (s *shard) renew(c *counter, q *Quota, loc *time.Location, now time.Time, t int64) {
+	if t < c.end {
+		return
+	}
+	start, end := q.Period.Bounds(now, loc)
+	c.used, c.start, c.end = 0, start.UnixNano(), end.UnixNano()
+	s.minEnd = min(s.minEnd, c.end)
 }
 
 // dropCollision removes the entry, of either kind, that holds the index slot of id
@@ -340,11 +362,7 @@ func (m *Memory) AddQuota(_ context.Context, policyID, key string, q Quota, loc 
 	var c *counter
 	if i >= 0 {
 		c = &s.counters[i]
-		if t >= c.end { // a new period: start from zero
-			start, end := q.Period.Bounds(now, loc)
-			c.used, c.start, c.end = 0, start.UnixNano(), end.UnixNano()
-			s.minEnd = min(s.minEnd, c.end)
-		}
+		s.renew(c, &q, loc, now, t)
 	} else {
 		start, end := q.Period.Bounds(now, loc)
 		c = s.addCounter(m, counter{id: id, k: k, start: start.UnixNano(), end: end.UnixNano()}, t)
