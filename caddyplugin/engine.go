@@ -12,7 +12,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 
 	"github.com/vigilgw/vigil/caddyplugin/blocklist"
-	"github.com/vigilgw/vigil/caddyplugin/endpoint"
+	"github.com/vigilgw/vigil/caddyplugin/intern"
 	"github.com/vigilgw/vigil/caddyplugin/limit"
 	"github.com/vigilgw/vigil/caddyplugin/metrics"
 	"github.com/vigilgw/vigil/detector"
@@ -38,7 +38,7 @@ type engine struct {
 	store     *detector.Store
 	limiter   *limit.Memory
 	blocks    *blocklist.List // entries added at run time through the admin API
-	endpoints *endpoint.Table
+	endpoints *intern.Table
 	keys      keyIDs
 	rules     *rules.Engine
 	registry  *cohort.Registry
@@ -98,7 +98,7 @@ func newEngine(app *App, logger *slog.Logger) *engine {
 		}),
 		limiter:   limit.NewMemory(app.MaxKeys),
 		blocks:    new(blocklist.List),
-		endpoints: endpoint.NewTable(app.MaxSeries),
+		endpoints: intern.NewTable(app.MaxSeries),
 		logger:    logger,
 	}
 	e.rules = rules.NewEngine(e.store, rules.Options{History: app.EventHistory, Logger: logger})

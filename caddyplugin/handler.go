@@ -314,7 +314,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		c.IP = ip.Unmap().WithZone("")
 	}
 	var epBuf [256]byte
-	c.Endpoint = e.endpoints.Intern(h.templates.Append(epBuf[:0], r.URL.Path))
+	var known bool
+	if c.Endpoint, known = e.endpoints.Intern(h.templates.Append(epBuf[:0], r.URL.Path)); !known {
+		c.Endpoint = endpoint.Other // max_series distinct endpoints seen already
+	}
 
 	// Block list: this site's entries, then the run-time ones.
 	caller := blocklist.Caller{User: c.User, Company: c.Company, Key: c.Key, IP: c.IP}

@@ -4,8 +4,8 @@
 // templates the site configured (see [Compile]), the endpoint is that template's text,
 // exactly as configured. Otherwise the path is normalised: segments that look like
 // identifiers become "{id}", so that "/users/42/orders" and "/users/43/orders" count as
-// the same endpoint "/users/{id}/orders". [Table] interns endpoint strings and bounds how
-// many distinct ones are kept, folding the overflow into [Other].
+// the same endpoint "/users/{id}/orders". The gateway interns endpoints in a table that
+// bounds how many distinct ones are kept (max_series), folding the overflow into [Other].
 //
 // # Normalisation
 //
@@ -256,3 +256,7 @@ func isUUID(s string) bool {
 	}
 	return true
 }
+
+// Other is the endpoint of calls to endpoints not seen before the cap on distinct
+// endpoints was reached: they are counted under it.
+const Other = "other"

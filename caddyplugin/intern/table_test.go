@@ -1,4 +1,4 @@
-package endpoint
+package intern
 
 import (
 	"strconv"
@@ -11,34 +11,35 @@ func TestTableIntern(t *testing.T) {
 	steps := []struct {
 		in       string
 		want     string
+		wantOK   bool
 		wantLen  int
 		overflow uint64
 	}{
-		{"/a", "/a", 1, 0},
-		{"/b", "/b", 2, 0},
-		{"/a", "/a", 2, 0},
-		{"/c", "/c", 3, 0},
-		{"/d", Other, 3, 1},
-		{"/b", "/b", 3, 1},
-		{"/e", Other, 3, 2},
-		{"/c", "/c", 3, 2},
+		{"/a", "/a", true, 1, 0},
+		{"/b", "/b", true, 2, 0},
+		{"/a", "/a", true, 2, 0},
+		{"/c", "/c", true, 3, 0},
+		{"/d", "", false, 3, 1},
+		{"/b", "/b", true, 3, 1},
+		{"/e", "", false, 3, 2},
+		{"/c", "/c", true, 3, 2},
 	}
 	for i, s := range steps {
-		got := tab.Intern([]byte(s.in))
-		if got != s.want || tab.Len() != s.wantLen || tab.Overflow() != s.overflow {
-			t.Errorf("step %d: Intern(%q) = %q, Len %d, Overflow %d; want %q, %d, %d",
-				i, s.in, got, tab.Len(), tab.Overflow(), s.want, s.wantLen, s.overflow)
+		got, ok := tab.Intern([]byte(s.in))
+		if got != s.want || ok != s.wantOK || tab.Len() != s.wantLen || tab.Overflow() != s.overflow {
+			t.Errorf("step %d: Intern(%q) = %q, %v, Len %d, Overflow %d; want %q, %v, %d, %d",
+				i, s.in, got, ok, tab.Len(), tab.Overflow(), s.want, s.wantOK, s.wantLen, s.overflow)
 		}
 	}
 }
 
 func TestTableInternSharesString(t *testing.T) {
 	tab := NewTable(10)
-	first := tab.Intern([]byte("/users/{id}"))
+	first, _ := tab.Intern([]byte("/users/{id}"))
 	for range 100 { // enough lookups to move the entry to the lock-free map
 		tab.Intern([]byte("/users/{id}"))
 	}
-	if got := tab.Intern([]byte("/users/{id}")); got != first || unsafeData(got) != unsafeData(first) {
+	if got, _ := tab.Intern([]byte("/users/{id}")); got != first || unsafeData(got) != unsafeData(first) {
 		t.Errorf("Intern returned a new copy of %q, want the interned string", got)
 	}
 }
@@ -78,9 +79,9 @@ func TestTableConcurrent(t *testing.T) {
 			buf := make([]byte, 0, 32)
 			for i := range perWorker {
 				buf = strconv.AppendInt(append(buf[:0], "/e/"...), int64((i*7+w)%1000), 10)
-				got := tab.Intern(buf)
-				if got != Other && got != string(buf) {
-					t.Errorf("Intern(%q) = %q", buf, got)
+				got, ok := tab.Intern(buf)
+				if ok != (got != "") || (ok && got != string(buf)) {
+					t.Errorf("Intern(%q) = %q, %v", buf, got, ok)
 					return
 				}
 			}
