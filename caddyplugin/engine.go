@@ -39,7 +39,7 @@ type engine struct {
 	limiter   *limit.Memory
 	blocks    *blocklist.List // entries added at run time through the admin API
 	endpoints *intern.Table
-	keys      keyIDs
+	keys      *intern.Table // API key ids, see keyID
 	rules     *rules.Engine
 	registry  *cohort.Registry
 	cohorts   *cohort.Engine
@@ -99,6 +99,7 @@ func newEngine(app *App, logger *slog.Logger) *engine {
 		limiter:   limit.NewMemory(app.MaxKeys),
 		blocks:    new(blocklist.List),
 		endpoints: intern.NewTable(app.MaxSeries),
+		keys:      intern.NewTable(maxKeyIDs),
 		logger:    logger,
 	}
 	e.rules = rules.NewEngine(e.store, rules.Options{History: app.EventHistory, Logger: logger})

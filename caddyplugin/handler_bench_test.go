@@ -15,6 +15,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/vigilgw/vigil/caddyplugin/intern"
 )
 
 // The handler's cost per request in-process, without network: a Handler provisioned
@@ -431,4 +433,28 @@ func TestHandlerAllocs(t *testing.T) {
 			}
 		})
 	}
+}
+
+// BenchmarkKeyID is the API key's part of identifying a caller, for keys already seen,
+// from every core at once, as in a gateway whose clients send API keys.
+func BenchmarkKeyID(b *testing.B) {
+	e := &engine{keys: intern.NewTable(maxKeyIDs)}
+	raws := make([]string, 1000)
+	for i := range raws {
+		raws[i] = "sk_live_" + strconv.Itoa(i*7919)
+		e.keyID(raws[i])
+	}
+	for range 10 { // known keys end up in the lock-free map
+		for _, r := range raws {
+			e.keyID(r)
+		}
+	}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			e.keyID(raws[i%len(raws)])
+			i++
+		}
+	})
 }

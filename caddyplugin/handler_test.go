@@ -5,9 +5,14 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
+	"unsafe"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/vigilgw/vigil/caddyplugin/identity"
+	"github.com/vigilgw/vigil/caddyplugin/intern"
 )
 
 // TestHeaderValue checks the one-allocation header value: it holds a copy of the bytes,
@@ -88,4 +93,39 @@ func TestRequestsCountedByScrape(t *testing.T) {
 	if orders < n/3 || orders > n*2/3 { // about half of the requests are on the template
 		t.Fatalf("%v requests on /users/{id}/orders of %d", orders, n)
 	}
+}
+
+// TestKeyID: an API key becomes its short hash; a key seen before gives the same string
+// without allocating, and keys beyond the table's cap still get their own ids.
+func TestKeyID(t *testing.T) {
+	e := &engine{keys: intern.NewTable(2)}
+	want := func(raw string) string { return string(identity.AppendKeyID(nil, raw)) }
+	first := e.keyID("secret-1")
+	if first != want("secret-1") || !strings.HasPrefix(first, "key:") {
+		t.Fatalf("keyID(secret-1) = %q, want %q", first, want("secret-1"))
+	}
+	if again := e.keyID("secret-1"); unsafe.StringData(again) != unsafe.StringData(first) {
+		t.Errorf("keyID of a known key made a new copy")
+	}
+	if n := testing.AllocsPerRun(100, func() { e.keyID("secret-1") }); n != 0 {
+		t.Errorf("keyID of a known key: %v allocations, want 0", n)
+	}
+	for _, raw := range []string{"secret-2", "secret-3", "secret-4"} { // the table holds 2
+		if got := e.keyID(raw); got != want(raw) {
+			t.Errorf("keyID(%s) = %q, want %q", raw, got, want(raw))
+		}
+	}
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() {
+			for i := range 500 {
+				raw := "k-" + strconv.Itoa((i*7+w)%50)
+				if got := e.keyID(raw); got != want(raw) {
+					t.Errorf("keyID(%s) = %q, want %q", raw, got, want(raw))
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }
