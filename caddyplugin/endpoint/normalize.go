@@ -55,10 +55,10 @@ const restSuffix = "/" + Rest
 
 // Normalize returns the normalised form of the request path (see the package
 // documentation for the rules). It allocates the result; on the request path use
-// [Templates.Append] with a reused buffer.
+// [AppendNormalized] or [Templates.Append] with a reused buffer.
 func Normalize(path string) string {
 	var buf [MaxLen]byte
-	return string(appendNormalized(buf[:0], path))
+	return string(AppendNormalized(buf[:0], path))
 }
 
 // cutPath returns path without its query string or fragment.
@@ -84,8 +84,9 @@ func nextSegment(path string, i int) (seg string, next int) {
 	return path[i:j], j
 }
 
-// appendNormalized appends the normalised form of path to dst.
-func appendNormalized(dst []byte, path string) []byte {
+// AppendNormalized appends the normalised form of the request path to dst and returns
+// the extended buffer. It does not allocate when dst has room for [MaxLen] more bytes.
+func AppendNormalized(dst []byte, path string) []byte {
 	path = cutPath(path)
 	start := len(dst)
 	safe := start // end of the last segment after which "/{rest}" still fits

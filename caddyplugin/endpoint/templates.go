@@ -3,12 +3,14 @@ package endpoint
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 )
 
 // Templates is a compiled set of route templates, matched with a segment trie. It is
-// immutable after [Compile] and safe for concurrent use. A nil *Templates matches
-// nothing, so [Templates.Append] only normalises.
+// immutable after [Compile] (and [Templates.InternWith], if called) and safe for
+// concurrent use. A nil *Templates matches nothing, so [Templates.Append] only
+// normalises.
 type Templates struct {
 	root node
 	n    int
@@ -16,13 +18,39 @@ type Templates struct {
 
 // node is one level of the segment trie.
 type node struct {
-	literals map[string]*node // children by literal segment
-	param    *node            // child for a {name} segment
-	rest     string           // template ending in a rest wildcard here, when hasRest
+	literals []edge // children by literal segment, sorted by it
+	param    *node  // child for a {name} segment
+	rest     string // template ending in a rest wildcard here, when hasRest
 	hasRest  bool
 	template string // template ending exactly here, when terminal
 	terminal bool
 }
+
+// edge leads to the child of a literal segment.
+type edge struct {
+	seg   string
+	child *node
+}
+
+// child returns the child of literal segment seg, or nil. Routes branch little at each
+// level, so the few edges are scanned, which reads one or two cache lines where a map
+// lookup would read its header, group and key; many are searched by halves.
+func (n *node) child(seg string) *node {
+	if len(n.literals) <= 8 {
+		for i := range n.literals {
+			if e := &n.literals[i]; e.seg == seg {
+				return e.child
+			}
+		}
+		return nil
+	}
+	if i, ok := slices.BinarySearchFunc(n.literals, seg, compareEdge); ok {
+		return n.literals[i].child
+	}
+	return nil
+}
+
+func compareEdge(e edge, seg string) int { return strings.Compare(e.seg, seg) }
 
 // Compile compiles route templates. A template is an absolute path of segments
 // separated by single slashes ("/" alone is the root); a segment is
@@ -95,13 +123,11 @@ func (t *Templates) add(tmpl string) error {
 				}
 				n = n.param
 			default:
-				child := n.literals[seg]
+				child := n.child(seg)
 				if child == nil {
-					if n.literals == nil {
-						n.literals = make(map[string]*node)
-					}
 					child = &node{}
-					n.literals[seg] = child
+					i, _ := slices.BinarySearchFunc(n.literals, seg, compareEdge)
+					n.literals = slices.Insert(n.literals, i, edge{seg, child})
 				}
 				n = child
 			}
@@ -174,7 +200,7 @@ func (n *node) match(path string, i int) (string, bool) {
 			return n.rest, true
 		}
 	}
-	if child := n.literals[seg]; child != nil {
+	if child := n.child(seg); child != nil {
 		if tmpl, ok := child.match(path, next); ok {
 			return tmpl, true
 		}
@@ -200,5 +226,30 @@ func (t *Templates) Append(dst []byte, path string) []byte {
 	if tmpl, ok := t.Match(path); ok {
 		return append(dst, tmpl...)
 	}
-	return appendNormalized(dst, path)
+	return AppendNormalized(dst, path)
+}
+
+// InternWith replaces the text of every template by intern(text), so that [Templates.Match]
+// returns those strings: a gateway gives it its table of endpoints, so that a request
+// that matches a template needs no lookup in that table. Call it once, before the
+// templates are used.
+func (t *Templates) InternWith(intern func(string) string) {
+	if t != nil {
+		t.root.internWith(intern)
+	}
+}
+
+func (n *node) internWith(intern func(string) string) {
+	if n.terminal {
+		n.template = intern(n.template)
+	}
+	if n.hasRest {
+		n.rest = intern(n.rest)
+	}
+	for i := range n.literals {
+		n.literals[i].child.internWith(intern)
+	}
+	if n.param != nil {
+		n.param.internWith(intern)
+	}
 }

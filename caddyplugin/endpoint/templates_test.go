@@ -1,8 +1,10 @@
 package endpoint
 
 import (
+	"strconv"
 	"strings"
 	"testing"
+	"unsafe"
 )
 
 func TestCompileErrors(t *testing.T) {
@@ -95,6 +97,54 @@ func TestTemplatesAppend(t *testing.T) {
 				t.Errorf("Append(%q) = %q, want %q", tt.path, got, "GET "+tt.want)
 			}
 		})
+	}
+}
+
+// TestTemplatesManyLiterals: a level with more literal segments than are scanned in
+// order is searched by halves; every literal is found there, and a segment that is none
+// of them falls to the parameter.
+func TestTemplatesManyLiterals(t *testing.T) {
+	var list []string
+	for i := range 40 {
+		list = append(list, "/v1/r"+strconv.Itoa(i*37%40)+"/{id}")
+	}
+	list = append(list, "/v1/{other}")
+	tmpl, err := Compile(list)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 40 {
+		path := "/v1/r" + strconv.Itoa(i) + "/7"
+		if got, ok := tmpl.Match(path); !ok || got != "/v1/r"+strconv.Itoa(i)+"/{id}" {
+			t.Errorf("Match(%q) = %q, %v", path, got, ok)
+		}
+	}
+	if got, ok := tmpl.Match("/v1/r40"); !ok || got != "/v1/{other}" {
+		t.Errorf("Match(/v1/r40) = %q, %v, want /v1/{other}", got, ok)
+	}
+}
+
+// TestTemplatesInternWith: Match returns the strings intern gave for each template, rest
+// templates too, and matching is otherwise unchanged.
+func TestTemplatesInternWith(t *testing.T) {
+	tmpl, err := Compile(testTemplates)
+	if err != nil {
+		t.Fatal(err)
+	}
+	given := map[string]string{}
+	tmpl.InternWith(func(s string) string {
+		c := strings.Clone(s)
+		given[s] = c
+		return c
+	})
+	if len(given) != len(testTemplates) {
+		t.Fatalf("intern was given %d templates, want %d", len(given), len(testTemplates))
+	}
+	for _, path := range []string{"/users/42/orders", "/files/a/b", "/static/x.css", "/"} {
+		got, ok := tmpl.Match(path)
+		if !ok || unsafe.StringData(got) != unsafe.StringData(given[got]) {
+			t.Errorf("Match(%q) = %q, %v: not the string intern gave", path, got, ok)
+		}
 	}
 }
 
