@@ -188,6 +188,14 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.templates, err = endpoint.Compile(h.Endpoints); err != nil {
 		return fmt.Errorf("endpoints: %w", err)
 	}
+	// The templates take their places among the endpoints now, so that a request that
+	// matches one needs no lookup; one that finds max_series reached is counted as other.
+	h.templates.InternWith(func(tmpl string) string {
+		if s, ok := h.eng.endpoints.Intern([]byte(tmpl)); ok {
+			return s
+		}
+		return endpoint.Other
+	})
 
 	h.blocks = new(blocklist.List)
 	for i, b := range h.Block {
@@ -313,10 +321,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if ip, err := netip.ParseAddr(ipStr); err == nil {
 		c.IP = ip.Unmap().WithZone("")
 	}
-	var epBuf [256]byte
-	var known bool
-	if c.Endpoint, known = e.endpoints.Intern(h.templates.Append(epBuf[:0], r.URL.Path)); !known {
-		c.Endpoint = endpoint.Other // max_series distinct endpoints seen already
+	if tmpl, ok := h.templates.Match(r.URL.Path); ok {
+		c.Endpoint = tmpl // interned in Provision
+	} else {
+		var epBuf [endpoint.MaxLen]byte
+		var known bool
+		if c.Endpoint, known = e.endpoints.Intern(endpoint.AppendNormalized(epBuf[:0], r.URL.Path)); !known {
+			c.Endpoint = endpoint.Other // max_series distinct endpoints seen already
+		}
 	}
 
 	// Block list: this site's entries, then the run-time ones.

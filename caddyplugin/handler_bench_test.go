@@ -72,6 +72,12 @@ type benchHandler struct {
 // in caddy. The engine is released when the test ends.
 func newBenchHandler(tb testing.TB, handlerJSON string) *benchHandler {
 	tb.Helper()
+	return newHandlerOnApp(tb, `{"tick": "1s"}`, handlerJSON)
+}
+
+// newHandlerOnApp is newBenchHandler with the vigil app's JSON given.
+func newHandlerOnApp(tb testing.TB, appJSON, handlerJSON string) *benchHandler {
+	tb.Helper()
 	bh := &benchHandler{next: caddyhttp.HandlerFunc(benchNext)}
 	if handlerJSON == "" {
 		return bh
@@ -85,7 +91,7 @@ func newBenchHandler(tb testing.TB, handlerJSON string) *benchHandler {
 	ctx, err := caddy.ProvisionContext(&caddy.Config{
 		Admin:      &caddy.AdminConfig{Disabled: true},
 		StorageRaw: storage,
-		AppsRaw:    caddy.ModuleMap{"vigil": json.RawMessage(`{"tick": "1s"}`)},
+		AppsRaw:    caddy.ModuleMap{"vigil": json.RawMessage(appJSON)},
 	})
 	if err != nil {
 		tb.Fatalf("provisioning the vigil app: %v", err)

@@ -9,10 +9,12 @@ import (
 	"testing"
 	"unsafe"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/vigilgw/vigil/caddyplugin/identity"
 	"github.com/vigilgw/vigil/caddyplugin/intern"
+	"github.com/vigilgw/vigil/detector"
 )
 
 // TestHeaderValue checks the one-allocation header value: it holds a copy of the bytes,
@@ -128,4 +130,44 @@ func TestKeyID(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// TestEndpointsCap: a site's templates take their places among the endpoints when it
+// loads, in order; a template or a normalised path beyond max_series is recorded as
+// other, and the others under their own names.
+func TestEndpointsCap(t *testing.T) {
+	for _, tt := range []struct {
+		maxSeries int
+		want      map[string]string // path -> endpoint recorded
+	}{
+		{2, map[string]string{"/a/1": "/a/{id}", "/b/2": "/b/{id}", "/c/3": "other", "/x/123": "other"}},
+		{10, map[string]string{"/a/1": "/a/{id}", "/b/2": "/b/{id}", "/c/3": "/c/{id}", "/x/123": "/x/{id}"}},
+	} {
+		t.Run("max_series="+strconv.Itoa(tt.maxSeries), func(t *testing.T) {
+			bh := newHandlerOnApp(t, `{"tick": "1s", "max_series": `+strconv.Itoa(tt.maxSeries)+`}`,
+				`{"endpoints": ["/c/{id}", "/b/{id}", "/a/{id}"]}`)
+			w := &benchWriter{h: make(http.Header)}
+			for path := range tt.want {
+				r, err := http.NewRequest(http.MethodGet, "http://api.example.com"+path, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				r.RemoteAddr = "198.51.100.7:4000"
+				r = caddyhttp.PrepareRequest(r, caddy.NewReplacer(), w, new(caddyhttp.Server))
+				if err := bh.serve(w, r); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got := map[string]string{}
+			bh.h.eng.store.Recent(nil, func(c *detector.Call) bool {
+				got[c.Path] = c.Endpoint
+				return true
+			})
+			for path, want := range tt.want {
+				if got[path] != want {
+					t.Errorf("%s recorded as %q, want %q", path, got[path], want)
+				}
+			}
+		})
+	}
 }
