@@ -75,6 +75,9 @@ const (
 	dayScoreAfter = 50   // ... and before it is scored
 	dayStepsCap   = 1 << 20
 
+	cusumSlack    = 0.5 // CUSUM: the reference value, half the shift (1 sigma of a 5-minute mean) it looks for
+	cusumDiscount = 1.5 // digits off its surprise: a CUSUM is a scan over every start point, not one test
+
 	agreeShare = 0.05 // the level or record family agreeing with the strongest adds this share ...
 	agreeFloor = 1.0  // ... of its surprise beyond this many digits
 
@@ -145,6 +148,9 @@ type Detector struct {
 	yday     [dailySlots]int8   // yesterday's deviation from the usual value per 5-minute slot
 	daily    [dailySlots]float32
 	weekly   [weeklySlots]float32
+	cusum    [2]float64 // two-sided CUSUM of the one-step residuals' 5-minute means, up and down
+	cusSum   float64    // sum of the clipped one-step residuals since the last 5-minute step
+	cusTail  [2]tail    // tails of the CUSUM, up and down
 }
 
 // New returns a detector for one series. It panics if cfg holds an unknown Kind or
@@ -159,6 +165,7 @@ func New(cfg Config) *Detector {
 	}
 	d.ctxs, d.ctxTail = newContexts(), newTail()
 	d.dayTail = [2]tail{newTail(), newTail()}
+	d.cusTail = [2]tail{newTail(), newTail()}
 	for i := range d.yday {
 		d.yday[i] = dayEmpty
 	}
@@ -317,12 +324,16 @@ func (d *Detector) Observe(t time.Time, v float64) Result {
 	d.ctxs.sum += yr
 	d.ctxs.cnt++
 	d.ctxs.secs += gap
+	d.cusSum += clamp(x[statStep], scaleClip)
 	xc, fresh, novelty := 0.0, false, 0.0
 	xday, daily := 0.0, 0.0 // change since yesterday (in its scales) and its surprise
 	if d.ctxs.secs >= unitSeconds {
 		xc = max(d.ctxs.observe(ctxLevel(d.ctxs.sum/d.ctxs.cnt, lo, hi, span)), 0)
 		xday, daily = d.sinceYesterday((d.ctxs.sum/d.ctxs.cnt-d.long)/math.Hypot(sig, sigDev), ds)
-		d.ctxs.sum, d.ctxs.cnt, d.ctxs.secs = 0, 0, 0
+		z := d.cusSum / math.Sqrt(d.ctxs.cnt) // the 5-minute mean residual, in its own sigmas
+		d.cusum[0] = max(0, d.cusum[0]+z-cusumSlack)
+		d.cusum[1] = max(0, d.cusum[1]-z-cusumSlack)
+		d.ctxs.sum, d.ctxs.cnt, d.ctxs.secs, d.cusSum = 0, 0, 0, 0
 		fresh = true
 		novelty = d.ctxTail.surprise(xc)
 	}
@@ -335,6 +346,16 @@ func (d *Detector) Observe(t time.Time, v float64) Result {
 			surprise[s] = d.tails[2*s+1].surprise(-x[s])
 		}
 	}
+	cusum, cusSide := 0.0, 0.0
+	if d.n > tailsAfter {
+		if s := d.cusTail[0].surprise(d.cusum[0]); s > 0 {
+			cusum, cusSide = s, 1
+		}
+		if s := d.cusTail[1].surprise(d.cusum[1]); s > cusum {
+			cusum, cusSide = s, -1
+		}
+		cusum = max(cusum-cusumDiscount, 0)
+	}
 	res := Result{}
 	if d.n > WarmupPoints {
 		res.Warm = true
@@ -346,7 +367,7 @@ func (d *Detector) Observe(t time.Time, v float64) Result {
 		lvl := both(surprise[statChange], surprise[statDrift], x[statChange], x[statDrift])
 		// A break of the daily pattern counts when the point is unusual too.
 		yesterday := both(daily, surprise[statUsual], xday, x[statUsual])
-		best, side := agree([5]float64{point, lvl, record, novelty, yesterday}, [5]float64{x[statUsual], x[statDrift], recSide, x[statUsual], xday})
+		best, side := agree([6]float64{point, lvl, record, novelty, yesterday, cusum}, [6]float64{x[statUsual], x[statDrift], recSide, x[statUsual], xday, cusSide})
 		if silence := d.silent * math.Log10E * silenceShare; silence > best {
 			best, side = silence, -1
 		}
@@ -389,6 +410,8 @@ func (d *Detector) Observe(t time.Time, v float64) Result {
 	}
 	if d.n > tailsAfter && fresh {
 		d.ctxTail.update(xc)
+		d.cusTail[0].update(d.cusum[0])
+		d.cusTail[1].update(d.cusum[1])
 	}
 	early := d.n <= 30
 	a := max(1/float64(d.n-1), scaleRate)
@@ -413,6 +436,7 @@ func (d *Detector) Observe(t time.Time, v float64) Result {
 	d.held++
 	if d.accept >= acceptAfter {
 		d.accepted, d.accept, d.held = d.level, 0, 0
+		d.cusum = [2]float64{} // the change is the new normal: watch for the next one
 	}
 	if d.held == longAdopt {
 		d.long = d.accepted
@@ -473,6 +497,7 @@ func (d *Detector) learnSeason(y, gap float64, seas [3]float64, ds, ws int) {
 				d.tails[i] = newTail()
 			}
 			d.ctxs, d.ctxTail = newContexts(), newTail()
+			d.cusum, d.cusSum, d.cusTail = [2]float64{}, 0, [2]tail{newTail(), newTail()}
 			// Deseasonalised values are on another scale: their ranges start afresh.
 			yr := y - seas[next]
 			d.values = newRecords(yr)
@@ -552,7 +577,8 @@ func (r *records) add(v float64, minSpan float64, learn bool) {
 	}
 }
 
-// agree scores a point on its four families of tests (point, level, record, context),
+// agree scores a point on its six families of tests (point, level, record, context,
+// daily break, CUSUM),
 // given their surprises and the sides (signs) they see it on: the strongest one's
 // surprise, plus agreeShare of what the level, the record and the context families, when
 // they are not the strongest and see the point on the same side, say beyond agreeFloor
@@ -562,7 +588,7 @@ func (r *records) add(v float64, minSpan float64, learn bool) {
 // series has not been (a record) or makes a pattern it has not shown lately (new
 // contexts) is more often a real change. The point family adds nothing to the others: the
 // fast level moved because of the points. It returns the score in digits and the side.
-func agree(s, side [5]float64) (float64, float64) {
+func agree(s, side [6]float64) (float64, float64) {
 	k := 0
 	for i := 1; i < len(s); i++ {
 		if s[i] > s[k] {
@@ -570,7 +596,7 @@ func agree(s, side [5]float64) (float64, float64) {
 		}
 	}
 	best := s[k]
-	for i := 1; i < len(s); i++ { // the level, record and context families
+	for i := 1; i < len(s); i++ { // every family but the point one
 		if i != k && s[i] > agreeFloor && (side[i] > 0) == (side[k] > 0) {
 			best += agreeShare * (s[i] - agreeFloor)
 		}

@@ -11,7 +11,7 @@ import (
 // and the state as fixed-size little-endian fields in the order of Detector.fields.
 const (
 	encodingMagic   = "VGAD"
-	encodingVersion = 4
+	encodingVersion = 5
 )
 
 // codec visits every field of a Detector's state, in a fixed order, to encode or decode it.
@@ -63,6 +63,12 @@ func (d *Detector) fields(c codec) {
 	}
 	c.f32s(d.daily[:])
 	c.f32s(d.weekly[:])
+	c.f64(&d.cusum[0])
+	c.f64(&d.cusum[1])
+	c.f64(&d.cusSum)
+	for i := range d.cusTail {
+		d.cusTail[i].fields(c)
+	}
 }
 
 func (r *records) fields(c codec) {
@@ -79,9 +85,11 @@ func (r *records) fields(c codec) {
 }
 
 func (t *tail) fields(c codec) {
-	for _, f := range []*float64{&t.rate, &t.n, &t.k, &t.run} {
-		c.f64(f)
-	}
+	c.f64(&t.rate)
+	c.f64(&t.run)
+	nk := [2]float32{t.n, t.k}
+	c.f32s(nk[:])
+	t.n, t.k = nk[0], nk[1]
 	c.f32s(t.beyond[:])
 }
 
@@ -164,7 +172,7 @@ func (c *floatChecker) f32s(v []float32) {
 }
 
 // AppendBinary appends the detector's configuration and state to b, in a versioned binary
-// form that UnmarshalBinary reads back (3984 bytes). It implements
+// form that UnmarshalBinary reads back (4032 bytes). It implements
 // encoding.BinaryAppender.
 func (d *Detector) AppendBinary(b []byte) ([]byte, error) {
 	return encode(b, encodingMagic, encodingVersion, func(e *encoder) { d.fields(e) }), nil
@@ -247,7 +255,10 @@ func (d *Detector) validate() error {
 	if !(d.dayScale >= 0) || d.daySteps > dayStepsCap {
 		return errors.New("anomaly: detector state: daily change out of range")
 	}
-	for _, t := range append(d.tails[:], d.ctxTail, d.dayTail[0], d.dayTail[1]) {
+	if !(d.cusum[0] >= 0 && d.cusum[1] >= 0) {
+		return errors.New("anomaly: detector state: negative CUSUM")
+	}
+	for _, t := range append(d.tails[:], d.ctxTail, d.dayTail[0], d.dayTail[1], d.cusTail[0], d.cusTail[1]) {
 		if !(t.rate > 0 && t.rate <= 1 && t.run >= 0 && t.n >= 0 && t.n <= tailMemory && t.k >= 0 && t.k <= peakMemory) {
 			return errors.New("anomaly: detector state: tail model out of range")
 		}

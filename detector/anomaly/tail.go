@@ -33,8 +33,8 @@ const ln10 = 2.302585092994046
 type tail struct {
 	rate   float64           // share of points beyond tailStart
 	beyond [tailBins]float32 // share of peaks beyond each edge (float32: shares of a few hundred peaks)
-	n      float64           // points seen (capped at tailMemory)
-	k      float64           // peaks seen (capped at peakMemory)
+	n      float32           // points seen (capped at tailMemory; whole numbers, exact as float32)
+	k      float32           // peaks seen (capped at peakMemory; likewise)
 	run    float64           // highest point of the current run beyond tailStart, 0 outside
 }
 
@@ -53,7 +53,7 @@ func newTail() tail {
 // doubling of the excess. segments calls f with each segment (e0, l0) to (e1, l1), the
 // last one open-ended (e1 = +Inf), until f returns false.
 func (t *tail) segments(f func(e0, l0, slope, e1 float64) bool) {
-	resolved := 0.5 / (t.k + peakPrior)
+	resolved := 0.5 / (float64(t.k) + peakPrior)
 	prevE, prevL := 0.0, 0.0
 	tailSlope := -1 / tailExcess0
 	for j, edge := range tailEdges {
@@ -125,13 +125,13 @@ func (t *tail) update(x float64) {
 		t.learnPeak(t.run)
 		t.run = 0
 	}
-	t.rate += (start - t.rate) / (t.n + tailPrior)
+	t.rate += (start - t.rate) / (float64(t.n) + tailPrior)
 	t.rate = max(t.rate, 1e-6)
 }
 
 func (t *tail) learnPeak(x float64) {
 	t.k = min(t.k+1, peakMemory)
-	a := 1 / (t.k + peakPrior)
+	a := 1 / (float64(t.k) + peakPrior)
 	e := x - tailStart
 	for j, edge := range tailEdges {
 		hit := 0.0
