@@ -578,11 +578,10 @@ func (r *records) add(v float64, minSpan float64, learn bool) {
 }
 
 // agree scores a point on its six families of tests (point, level, record, context,
-// daily break, CUSUM),
-// given their surprises and the sides (signs) they see it on: the strongest one's
-// surprise, plus agreeShare of what the level, the record and the context families, when
-// they are not the strongest and see the point on the same side, say beyond agreeFloor
-// digits. The families are far from independent (a spike is a point and often a record),
+// daily break, CUSUM), given their surprises and the sides (signs) they see it on: the
+// strongest one's surprise, plus agreeShare of what each other family but the point one,
+// when it is not the strongest and sees the point on the same side, says beyond
+// agreeFloor digits. The families are far from independent (a spike is a point and often a record),
 // so agreement earns a small share, not the sum; but a point that only one family finds
 // unusual is the commonest false alarm, and one that persists (the level), goes where the
 // series has not been (a record) or makes a pattern it has not shown lately (new
