@@ -321,12 +321,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if ip, err := netip.ParseAddr(ipStr); err == nil {
 		c.IP = ip.Unmap().WithZone("")
 	}
-	if tmpl, ok := h.templates.Match(r.URL.Path); ok {
-		c.Endpoint = tmpl // interned in Provision
-	} else {
-		var epBuf [endpoint.MaxLen]byte
+	var epBuf [endpoint.MaxLen]byte
+	tmpl, normalized := h.templates.Endpoint(epBuf[:0], r.URL.Path)
+	if c.Endpoint = tmpl; tmpl == "" { // a template's text was interned in Provision
 		var known bool
-		if c.Endpoint, known = e.endpoints.Intern(endpoint.AppendNormalized(epBuf[:0], r.URL.Path)); !known {
+		if c.Endpoint, known = e.endpoints.Intern(normalized); !known {
 			c.Endpoint = endpoint.Other // max_series distinct endpoints seen already
 		}
 	}

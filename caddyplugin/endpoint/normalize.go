@@ -9,7 +9,7 @@
 //
 // # Normalisation
 //
-// [Normalize] and [Templates.Append] apply these rules, in this order:
+// [Normalize] and [Templates.Endpoint] apply these rules, in this order:
 //
 //   - The query string and fragment (from the first '?' or '#') are never part of the
 //     endpoint. A path that does not start with '/' is read as if it did.
@@ -55,7 +55,7 @@ const restSuffix = "/" + Rest
 
 // Normalize returns the normalised form of the request path (see the package
 // documentation for the rules). It allocates the result; on the request path use
-// [AppendNormalized] or [Templates.Append] with a reused buffer.
+// [AppendNormalized] or [Templates.Endpoint] with a reused buffer.
 func Normalize(path string) string {
 	var buf [MaxLen]byte
 	return string(AppendNormalized(buf[:0], path))

@@ -9,7 +9,7 @@ import (
 
 // Templates is a compiled set of route templates, matched with a segment trie. It is
 // immutable after [Compile] (and [Templates.InternWith], if called) and safe for
-// concurrent use. A nil *Templates matches nothing, so [Templates.Append] only
+// concurrent use. A nil *Templates matches nothing, so [Templates.Endpoint] only
 // normalises.
 type Templates struct {
 	root node
@@ -217,20 +217,20 @@ func isRestSyntax(seg string) bool {
 	return seg == "*" || (strings.HasPrefix(seg, "{") && strings.HasSuffix(seg, "...}"))
 }
 
-// Append appends the endpoint of the request path to dst and returns the extended
-// buffer: the text of the most specific matching template, exactly as configured, or
-// else the normalised path (see the package documentation). A nil t only normalises.
-// Append does not allocate when dst has room for the result ([MaxLen] bytes, or the
-// longest template).
-func (t *Templates) Append(dst []byte, path string) []byte {
+// Endpoint gives the endpoint of the request path: the text of the most specific
+// matching template, exactly as configured (or as [Templates.InternWith] replaced it), or,
+// when no template matches, "" and dst with the normalised path appended (see the package
+// documentation). A nil t only normalises. Endpoint does not allocate when dst has room
+// for [MaxLen] more bytes.
+func (t *Templates) Endpoint(dst []byte, path string) (template string, normalized []byte) {
 	if tmpl, ok := t.Match(path); ok {
-		return append(dst, tmpl...)
+		return tmpl, dst
 	}
-	return AppendNormalized(dst, path)
+	return "", AppendNormalized(dst, path)
 }
 
-// InternWith replaces the text of every template by intern(text), so that [Templates.Match]
-// returns those strings: a gateway gives it its table of endpoints, so that a request
+// InternWith replaces the text of every template by intern(text), so that
+// [Templates.Endpoint] and [Templates.Match] return those strings: a gateway gives it its table of endpoints, so that a request
 // that matches a template needs no lookup in that table. Call it once, before the
 // templates are used.
 func (t *Templates) InternWith(intern func(string) string) {
