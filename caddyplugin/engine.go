@@ -12,6 +12,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 
 	"github.com/vigilgw/vigil/caddyplugin/blocklist"
+	"github.com/vigilgw/vigil/caddyplugin/endpoint"
 	"github.com/vigilgw/vigil/caddyplugin/intern"
 	"github.com/vigilgw/vigil/caddyplugin/limit"
 	"github.com/vigilgw/vigil/caddyplugin/metrics"
@@ -334,3 +335,12 @@ func (e *engine) Destruct() error {
 }
 
 var _ caddy.Destructor = (*engine)(nil)
+
+// endpoint returns the interned endpoint equal to b, or [endpoint.Other] once max_series
+// distinct endpoints are kept.
+func (e *engine) endpoint(b []byte) string {
+	if s, ok := e.endpoints.Intern(b); ok {
+		return s
+	}
+	return endpoint.Other
+}

@@ -190,12 +190,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	// The templates take their places among the endpoints now, so that a request that
 	// matches one needs no lookup; one that finds max_series reached is counted as other.
-	h.templates.InternWith(func(tmpl string) string {
-		if s, ok := h.eng.endpoints.Intern([]byte(tmpl)); ok {
-			return s
-		}
-		return endpoint.Other
-	})
+	h.templates.InternWith(func(tmpl string) string { return h.eng.endpoint([]byte(tmpl)) })
 
 	h.blocks = new(blocklist.List)
 	for i, b := range h.Block {
@@ -324,10 +319,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	var epBuf [endpoint.MaxLen]byte
 	tmpl, normalized := h.templates.Endpoint(epBuf[:0], r.URL.Path)
 	if c.Endpoint = tmpl; tmpl == "" { // a template's text was interned in Provision
-		var known bool
-		if c.Endpoint, known = e.endpoints.Intern(normalized); !known {
-			c.Endpoint = endpoint.Other // max_series distinct endpoints seen already
-		}
+		c.Endpoint = e.endpoint(normalized)
 	}
 
 	// Block list: this site's entries, then the run-time ones.

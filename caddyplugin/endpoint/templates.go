@@ -123,13 +123,11 @@ func (t *Templates) add(tmpl string) error {
 				}
 				n = n.param
 			default:
-				child := n.child(seg)
-				if child == nil {
-					child = &node{}
-					i, _ := slices.BinarySearchFunc(n.literals, seg, compareEdge)
-					n.literals = slices.Insert(n.literals, i, edge{seg, child})
+				i, found := slices.BinarySearchFunc(n.literals, seg, compareEdge)
+				if !found {
+					n.literals = slices.Insert(n.literals, i, edge{seg, &node{}})
 				}
-				n = child
+				n = n.literals[i].child
 			}
 		}
 	}
@@ -230,9 +228,9 @@ func (t *Templates) Endpoint(dst []byte, path string) (template string, normaliz
 }
 
 // InternWith replaces the text of every template by intern(text), so that
-// [Templates.Endpoint] and [Templates.Match] return those strings: a gateway gives it its table of endpoints, so that a request
-// that matches a template needs no lookup in that table. Call it once, before the
-// templates are used.
+// [Templates.Endpoint] and [Templates.Match] return those strings: a gateway gives it its
+// table of endpoints, so that a request that matches a template needs no lookup in that
+// table. Call it once, before the templates are used.
 func (t *Templates) InternWith(intern func(string) string) {
 	if t != nil {
 		t.root.internWith(intern)
